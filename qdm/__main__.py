@@ -1,0 +1,5 @@
+import sys
+
+from qdm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""Command line: ``python -m qdm train|sample|info`` (each with --help).
+
+User mistakes (unknown dataset or digit, missing data, a corrupt or mismatched checkpoint,
+a wrong shape) end with one line on stderr and exit status 2, never a traceback.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from qdm.errors import UserError
+
+QUANTUM_OPTIONS = {  # CLI flag -> QuantumGate argument
+    "quantum_backend": "backend", "ansatz": "ansatz", "qubits": "n_qubits", "qlayers": "n_layers",
+    "detach_input": "detach_input", "pl_device": "pl_device", "diff_method": "diff_method", "shots": "shots",
+}
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model on one class (or several) and sample from it",
+                       description="Train the paper's U-Net (classical or quantum gate) with EMA; writes a run "
+                                   "folder with config.json, loss.csv, epochs.csv, loss.png, per-epoch sample "
+                                   "grids, best.pt, last.pt, samples.png and summary.json.")
+    p.add_argument("--preset", default="paper", help="paper (the paper's recipe), quick (the ~5 min demo) or fast (CI)")
+    p.add_argument("--dataset", default="mnist", help="mnist or pathmnist")
+    p.add_argument("--classes", "--digit", dest="classes", default="0",
+                   help="class label(s) to train on: 0, or 0,1, or all (default 0)")
+    p.add_argument("--model", default="classical", help="classical or quantum")
+    p.add_argument("--out", help="run folder (default runs/<dataset>-<classes>-<model>-<preset>-seed<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (start it if absent)")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run in --out and start again")
+    for name, typ in [("epochs", int), ("steps-per-epoch", int), ("batch-size", int), ("lr", float),
+                      ("ema-decay", float), ("seed", int), ("val-size", int), ("schedule", str), ("T", int),
+                      ("best-by", str), ("final-samples", int), ("final-sampler", str), ("final-steps", int),
+                      ("device", str), ("data-dir", str)]:
+        p.add_argument(f"--{name}", type=typ, help="(preset value when omitted)")
+    p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None,
+                   help="EMA decay min(beta, (1+n)/(10+n)) at update n")
+    q = p.add_argument_group("quantum gate (with --model quantum)")
+    q.add_argument("--quantum-backend", help="exact (fast torch simulator, default) or pennylane")
+    q.add_argument("--ansatz", help="paper (RZ + CNOT chain), rz_ry (official later fix) or ry (real amplitudes)")
+    q.add_argument("--qubits", type=int, help="number of qubits (default 16)")
+    q.add_argument("--qlayers", type=int, help="number of variational layers (default 3)")
+    q.add_argument("--detach-input", action="store_true", default=None,
+                   help="detach the circuit input from autograd, as the official code does")
+    q.add_argument("--pl-device", help="PennyLane device name for --quantum-backend pennylane (default.qubit)")
+    q.add_argument("--diff-method", help="PennyLane diff_method: backprop, adjoint, parameter-shift")
+    q.add_argument("--shots", type=int, help="finite shots for PennyLane (default: exact expectations)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_sample(sub):
+    p = sub.add_parser("sample", help="draw samples from a trained checkpoint",
+                       description="Sample from a checkpoint's EMA weights; writes a PNG grid (and a .pt tensor).")
+    p.add_argument("checkpoint", help="a run's best.pt or last.pt")
+    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--sampler", default="ddim", help="ddpm (T steps) or ddim (default)")
+    p.add_argument("--steps", type=int, default=100, help="DDIM steps (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG path (default: next to the checkpoint, samples_<sampler>.png)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_info(sub):
+    sub.add_parser("info", help="versions, presets and the U-Net's parameter counts",
+                   description="Print the versions, the training presets and the model's parameter counts.")
+
+
+def cmd_train(a):
+    from qdm.data import parse_classes
+    from qdm.train import make_config, train
+    quantum = {arg: getattr(a, flag) for flag, arg in QUANTUM_OPTIONS.items() if getattr(a, flag) is not None}
+    classes = parse_classes(a.classes)
+    cfg = make_config(a.preset, dataset=a.dataset, classes=classes, model=a.model, quantum=quantum,
+                      epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, lr=a.lr,
+                      ema_decay=a.ema_decay, ema_warmup=a.ema_warmup, seed=a.seed, val_size=a.val_size,
+                      schedule=a.schedule, T=a.T, best_by=a.best_by, final_samples=a.final_samples,
+                      final_sampler=a.final_sampler, final_steps=a.final_steps, device=a.device,
+                      data_dir=a.data_dir)
+    if cfg.best_by not in ("val", "last_batch"):
+        raise UserError(f"unknown --best-by {cfg.best_by!r}: choose val or last_batch")
+    label = "all" if classes is None else "-".join(map(str, classes))
+    out = Path(a.out or f"runs/{cfg.dataset}-{label}-{cfg.model}-{cfg.preset}-seed{cfg.seed}")
+    summary = train(cfg, out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress)
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {out}  (samples.png, loss.png, summary.json)")
+
+
+def cmd_sample(a):
+    import torch
+    from qdm.checkpoint import atomic_write
+    from qdm.data import DATASETS
+    from qdm.diffusion import Diffusion
+    from qdm.plots import save_grid
+    from qdm.schedule import make_schedule
+    from qdm.train import model_from_checkpoint, resolve_device
+    if a.n < 1:
+        raise UserError("--n must be at least 1")
+    device = resolve_device(a.device)
+    model, cfg = model_from_checkpoint(a.checkpoint, device)
+    diffusion = Diffusion(make_schedule(cfg.schedule, cfg.T))
+    images = diffusion.sample(model, (a.n, DATASETS[cfg.dataset][0], 28, 28), a.sampler, a.steps,
+                              generator=torch.Generator().manual_seed(a.seed), device=device,
+                              progress=not a.no_progress)
+    out = Path(a.out or Path(a.checkpoint).with_name(f"samples_{a.sampler}.png"))
+    save_grid(images, out)
+    atomic_write(out.with_suffix(".pt"), lambda tmp: torch.save(images.cpu(), tmp))
+    print(f"wrote {out} and {out.with_suffix('.pt')}")
+
+
+def cmd_info(a):
+    import torch
+    import qdm
+    from qdm.train import PRESETS, TrainConfig, build_model
+    from qdm.unet import count_parameters
+    print(f"qdm {qdm.__version__}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
+    for ds in ("mnist", "pathmnist"):
+        n = count_parameters(build_model(TrainConfig(dataset=ds, classes=None)))
+        print(f"classical U-Net parameters ({ds}): {n:,}")
+    for name, values in PRESETS.items():
+        print(f"preset {name}: {values or 'the paper recipe (TrainConfig defaults)'}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qdm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub), _add_sample(sub), _add_info(sub)
+    a = parser.parse_args(argv)
+    try:
+        {"train": cmd_train, "sample": cmd_sample, "info": cmd_info}[a.command](a)
+    except UserError as e:
+        print(f"qdm {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qdm {a.command}: interrupted (a training run continues with --resume)", file=sys.stderr)
+        return 130
+    return 0

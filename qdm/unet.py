@@ -1,0 +1,64 @@
+"""The paper's lightweight U-Net (Section IV-C) with a gate hook at the bottleneck (Eq. 8).
+
+    x (C,28,28) -> enc1 3x3 -> 32x28x28 ---------------------------------- skip ----+
+                -> enc2 3x3/2 -> 64x14x14                                         |
+                -> enc3 3x3/2 -> 128x7x7  + Embed(t)            (Eq. 5-6)         |
+                -> residual block          = bottleneck map                      |
+                -> gate(bottleneck)        x_bottleneck * z~     (Eq. 8)          |
+                -> dec1 convT 2x2/2 -> 64x14x14 -> dec2 convT 2x2/2 -> 32x28x28 --concat
+                -> out 3x3 -> epsilon-hat (C,28,28)
+
+Kernel sizes, ReLUs and the single skip follow the official code. The gate is any module
+mapping the (B,128,7,7) bottleneck map to a map of the same shape: ``Identity`` for the
+classical model, the quantum layer (qdm.quantum) for the quantum one.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qdm.embedding import TimeEmbedding
+
+
+class ResBlock(nn.Module):
+    """relu(x + conv(relu(conv(x)))) at constant width."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+
+
+class UNet(nn.Module):
+    """epsilon_theta(x_t, t) for 28x28 images with ``in_channels`` channels (1 MNIST, 3 PathMNIST)."""
+
+    def __init__(self, in_channels: int = 1, gate: nn.Module | None = None, width: int = 32):
+        super().__init__()
+        w = width
+        self.in_channels = in_channels
+        self.enc1 = nn.Conv2d(in_channels, w, 3, padding=1)
+        self.enc2 = nn.Conv2d(w, 2 * w, 3, stride=2, padding=1)
+        self.enc3 = nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1)
+        self.time_embed = TimeEmbedding(128, 4 * w)
+        self.res_block = ResBlock(4 * w)
+        self.gate = gate if gate is not None else nn.Identity()
+        self.dec1 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)
+        self.dec2 = nn.ConvTranspose2d(2 * w, w, 2, stride=2)
+        self.out = nn.Conv2d(2 * w, in_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1:] != (self.in_channels, 28, 28):
+            raise ValueError(f"UNet expects images of shape (B, {self.in_channels}, 28, 28), got {tuple(x.shape)}")
+        e1 = F.relu(self.enc1(x))
+        e2 = F.relu(self.enc2(e1))
+        e3 = F.relu(self.enc3(e2)) + self.time_embed(t)[:, :, None, None]
+        h = self.gate(self.res_block(e3))
+        d1 = F.relu(self.dec1(h))
+        d2 = F.relu(self.dec2(d1))
+        return self.out(torch.cat([d2, e1], dim=1))
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
