@@ -1,0 +1,30 @@
+"""Shared test set-up: data from ../shared/data when QDM_DATA_DIR is unset (CI's layout),
+a private cache folder, and small synthetic datasets."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+if "QDM_DATA_DIR" not in os.environ and SHARED_DATA.exists():
+    os.environ["QDM_DATA_DIR"] = str(SHARED_DATA)
+
+import qdm  # noqa: E402,F401  (makes torchvision importable first)
+
+
+def mnist_available() -> bool:
+    raw = Path(os.environ.get("QDM_DATA_DIR", "data")) / "MNIST" / "raw"
+    return (raw / "train-images-idx3-ubyte.gz").exists() or (raw / "train-images-idx3-ubyte").exists()
+
+
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST not found under QDM_DATA_DIR")
+
+
+@pytest.fixture
+def tiny_data():
+    """(train, val) images: 40 + 8 random blobs in [-1, 1], shape (N, 1, 28, 28)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(48, 1, 28, 28, generator=g) * 2 - 1
+    return x[:40], x[40:]

@@ -1,0 +1,78 @@
+"""The command line as a user runs it: a real training run, sampling, and bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, needs_mnist
+from qdm.cli import main
+
+
+def run_cli(*args):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "qdm", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=600)
+
+
+@needs_mnist
+def test_train_then_sample_smoke(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("train", "--preset", "fast", "--digit", "0", "--out", str(out), "--no-progress", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["model"] == "classical" and summary["classes"] == [0]
+    config = json.loads((out / "config.json").read_text())
+    assert config["qdm_version"] and config["parameters"] == summary["parameters"]
+    r = run_cli("sample", str(out / "best.pt"), "--n", "4", "--steps", "3", "--out", str(tmp_path / "s.png"),
+                "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "s.png").stat().st_size > 0
+    assert torch.load(tmp_path / "s.pt").shape == (4, 1, 28, 28)
+
+
+def test_help_on_every_command():
+    for cmd in ["train", "sample", "info"]:
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+
+
+def one_line_error(capsys, args, pattern):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert pattern in err, err
+
+
+def test_bad_input_gives_one_line(tmp_path, capsys):
+    one_line_error(capsys, ["train", "--dataset", "cifar", "--out", str(tmp_path / "a")], "unknown dataset 'cifar'")
+    one_line_error(capsys, ["train", "--digit", "12", "--out", str(tmp_path / "a")], "unknown class 12 for mnist")
+    one_line_error(capsys, ["train", "--preset", "huge"], "unknown preset 'huge'")
+    one_line_error(capsys, ["train", "--model", "magic", "--out", str(tmp_path / "a")], "unknown model 'magic'")
+    one_line_error(capsys, ["sample", str(tmp_path / "nope.pt")], "checkpoint not found")
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    one_line_error(capsys, ["sample", str(tmp_path / "junk.pt")], "is corrupt or not a torch file")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    one_line_error(capsys, ["sample", str(tmp_path / "other.pt")], "is not a qdm checkpoint")
+
+
+def test_mismatched_checkpoint(tmp_path, capsys, tiny_data):
+    from qdm.checkpoint import load_checkpoint, save_checkpoint
+    from qdm.train import make_config, train
+    train(make_config("fast", batch_size=8, val_size=8, device="cpu"), tmp_path / "r", progress=False, data=tiny_data)
+    state = load_checkpoint(tmp_path / "r" / "best.pt")
+    state["config"]["dataset"] = "pathmnist"          # 1-channel weights, 3-channel model
+    save_checkpoint(tmp_path / "mismatch.pt", {k: v for k, v in state.items() if k != "format"})
+    one_line_error(capsys, ["sample", str(tmp_path / "mismatch.pt")], "does not match")
+
+
+def test_existing_run_is_not_destroyed(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("results")
+    one_line_error(capsys, ["train", "--out", str(out)], "already holds a run")
+    one_line_error(capsys, ["train", "--out", str(out), "--resume"], "no last.pt to resume from")
+    assert (out / "precious.txt").read_text() == "results"
