@@ -1,0 +1,41 @@
+# qdm's single entry point. `make run` and `make test` each set themselves up on a fresh
+# machine: a virtual environment in .venv with the pinned stack of requirements.txt.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+# Local copies of data and weights (CI and this project's machines: ../shared/data).
+# Elsewhere torchvision / medmnist / pytorch-fid download into ./data and ~/.cache/torch.
+SHARED := ../shared/data
+ifeq ($(origin QDM_DATA_DIR), undefined)
+export QDM_DATA_DIR := $(if $(wildcard $(SHARED)/MNIST),$(abspath $(SHARED)),$(CURDIR)/data)
+endif
+ifeq ($(origin TORCH_HOME), undefined)
+ifneq ($(wildcard $(SHARED)/torch_hub),)
+export TORCH_HOME := $(abspath $(SHARED)/torch_hub)
+endif
+endif
+
+.PHONY: install run test book bench clean-book
+
+install: $(VENV)/.installed
+
+# requirements.txt is its own constraints file: no dependency can move the pinned torch.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -c requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+# The main job: train on MNIST digit 0 with the quick preset, sample from the EMA model.
+# Re-running continues (or just re-samples) the runs already in runs/quickstart.
+run: install
+	$(PY) -m qdm train --preset quick --digit 0 --model classical --out runs/quickstart/classical --resume
+	@echo "output folder: runs/quickstart (samples.png, loss.png, summary.json in each model's folder)"
+
+# The tests: pytest, and every notebook executed through nbmake in fast mode.
+test: install
+	QDM_FAST=1 $(PY) -m pytest -q tests --nbmake notebooks
+
+bench: install
+	$(PY) benchmarks/bench_quantum.py
