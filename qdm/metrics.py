@@ -1,0 +1,117 @@
+"""Sample quality: FID (Eq. 11), KID and SSIM (Eq. 12).
+
+FID and KID use pytorch-fid's InceptionV3 (the FID-specific TF weights, pool3 features,
+2048 dimensions). Images go in as pytorch-fid expects them: in [0, 1], 3 channels
+(grayscale repeated), resized to 299 by the network itself. The weights are found through
+TORCH_HOME (torch.hub's cache) and downloaded by pytorch-fid where there is internet.
+Feature statistics of real reference sets are cached on disk (``reference_features``).
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qdm.errors import UserError
+
+
+def inception(device="cpu"):
+    """pytorch-fid's InceptionV3 returning 2048-d pool3 features."""
+    from pytorch_fid.inception import InceptionV3
+    try:
+        model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+    except Exception as e:  # no cached file and no network
+        home = os.environ.get("TORCH_HOME", "~/.cache/torch")
+        raise UserError("FID Inception weights not found in "
+                        f"{home}/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth and the download failed "
+                        f"({type(e).__name__}); set TORCH_HOME to a folder holding hub/checkpoints/") from None
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def inception_features(images: torch.Tensor, model, batch_size: int = 100, device="cpu") -> np.ndarray:
+    """(N, C, H, W) images in [-1, 1] -> (N, 2048) float64 features."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = ((images[i:i + batch_size].float() + 1) / 2).clamp(0, 1).to(device)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        out.append(model(x)[0].flatten(1).double().cpu())
+    return torch.cat(out).numpy()
+
+
+def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
+    """Eq. 11: ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)), by pytorch-fid's own routine."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    return float(calculate_frechet_distance(mu1, s1, mu2, s2))
+
+
+def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, subset_size: int = 1000, subsets: int = 10,
+                              seed: int = 0) -> tuple[float, float]:
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 with the kernel (x.y/d + 1)^3,
+    averaged over random subsets; returns (mean, std). Unbiased, so usable at small N."""
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, len(f1), len(f2))
+    d = f1.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = f1[rng.choice(len(f1), m, replace=False)]
+        y = f2[rng.choice(len(f2), m, replace=False)]
+        kxx, kyy, kxy = [(a @ b.T / d + 1) ** 3 for a, b in [(x, x), (y, y), (x, y)]]
+        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                      - 2 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def _to_numpy_images(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) float64 in [0, 1]."""
+    return ((images.detach().cpu().double() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Eq. 12 for two (H, W, C) images in [0, 1] (scikit-image, Gaussian-free 7x7 window)."""
+    from skimage.metrics import structural_similarity
+    if a.shape[-1] == 1:
+        return float(structural_similarity(a[..., 0], b[..., 0], data_range=1.0))
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1))
+
+
+def ssim_random_pairs(generated: torch.Tensor, real: torch.Tensor, seed: int = 0) -> float:
+    """Mean SSIM of each generated image with a randomly drawn real image of the same class
+    (fixed seed): the column comparable with the paper's, which does not say how it pairs."""
+    g, r = _to_numpy_images(generated), _to_numpy_images(real)
+    idx = np.random.default_rng(seed).integers(0, len(r), len(g))
+    return float(np.mean([ssim(g[i], r[j]) for i, j in enumerate(idx)]))
+
+
+def ssim_nearest_real(generated: torch.Tensor, real: torch.Tensor, max_real: int = 200) -> float:
+    """Mean over generated images of their best SSIM against the first ``max_real`` real
+    images: how close each sample comes to some real image (high for copies, too)."""
+    g, r = _to_numpy_images(generated), _to_numpy_images(real[:max_real])
+    return float(np.mean([max(ssim(x, y) for y in r) for x in g]))
+
+
+def cache_path(dataset: str, classes, split: str, n: int) -> Path:
+    from qdm.data import cache_root
+    label = "all" if classes is None else "-".join(map(str, classes))
+    return cache_root() / "fid_stats" / f"{dataset}-{label}-{split}-{n}.npz"
+
+
+def reference_features(dataset: str, classes, split: str, n: int, model, device="cpu",
+                       data_dir: str | None = None) -> np.ndarray:
+    """Inception features of the first ``n`` real images of a class and split, cached on
+    disk keyed by dataset, classes, split and n (the cache is rebuilt if unreadable)."""
+    from qdm.checkpoint import atomic_write
+    from qdm.data import load_images
+    path = cache_path(dataset, classes, split, n)
+    if path.exists():
+        try:
+            return np.load(path)["features"]
+        except Exception:
+            pass
+    images = load_images(dataset, split, classes, data_dir)[:n]
+    feats = inception_features(images, model, device=device)
+    atomic_write(path, lambda tmp: np.savez(tmp, features=feats))
+    return feats

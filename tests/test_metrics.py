@@ -1,0 +1,97 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qdm import metrics
+
+WEIGHTS = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints" / \
+    "pt_inception-2015-12-05-6726825d.pth"
+SHARED_HUB = Path(__file__).resolve().parents[2] / "shared" / "data" / "torch_hub"
+
+
+@pytest.fixture(scope="module")
+def fid_model():
+    """pytorch-fid's Inception with its real weights when present (CI: ../shared/data/torch_hub),
+    else the same network with random weights (the properties tested hold for any weights)."""
+    if "TORCH_HOME" not in os.environ and SHARED_HUB.exists():
+        os.environ["TORCH_HOME"] = str(SHARED_HUB)
+    weights = Path(os.environ.get("TORCH_HOME", "")) / "hub" / "checkpoints" / WEIGHTS.name
+    if weights.exists():
+        return metrics.inception()
+    import pytorch_fid.inception as pi
+    from unittest import mock
+    torch.manual_seed(0)
+    with mock.patch.object(pi, "load_state_dict_from_url", lambda *a, **k: {}), \
+            mock.patch.object(torch.nn.Module, "load_state_dict", lambda *a, **k: None):
+        return pi.InceptionV3([3]).eval()
+
+
+def blobs(n, seed, channels=1, noise=0.0):
+    """n images of a bright disc at random places, quantised to 8 bits, in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    c = 8 + 12 * torch.rand(n, 2, generator=g)
+    disc = (((yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2) < 30).float()
+    x = disc[:, None].repeat(1, channels, 1, 1) + noise * torch.randn(n, channels, 28, 28, generator=g)
+    return (x.clamp(0, 1) * 255).round() / 127.5 - 1
+
+
+def test_fid_zero_for_same_set_grows_with_noise_and_is_symmetric(fid_model):
+    real = metrics.inception_features(blobs(24, 0), fid_model)
+    other = metrics.inception_features(blobs(24, 1), fid_model)
+    noisy = metrics.inception_features(blobs(24, 1, noise=0.3), fid_model)
+    noisier = metrics.inception_features(blobs(24, 1, noise=0.8), fid_model)
+    assert abs(metrics.frechet_distance(real, real)) < 1e-3
+    d_other, d_noisy, d_noisier = (metrics.frechet_distance(real, f) for f in (other, noisy, noisier))
+    assert d_other < d_noisy < d_noisier
+    assert metrics.frechet_distance(other, real) == pytest.approx(d_other, rel=1e-6)
+
+
+def test_fid_equals_pytorch_fid_on_the_same_images(tmp_path, fid_model, monkeypatch):
+    from PIL import Image
+    from pytorch_fid import fid_score
+    sets = [blobs(16, 3), blobs(16, 4, noise=0.2)]
+    for k, images in enumerate(sets):
+        (tmp_path / str(k)).mkdir()
+        for i, img in enumerate(images):
+            u8 = ((img[0] + 1) * 127.5).round().byte().numpy()
+            Image.fromarray(u8).save(tmp_path / str(k) / f"{i}.png")
+    from unittest import mock
+    monkeypatch.setattr(fid_score, "InceptionV3", mock.Mock(return_value=fid_model, BLOCK_INDEX_BY_DIM={2048: 3}))
+    theirs = fid_score.calculate_fid_given_paths([str(tmp_path / "0"), str(tmp_path / "1")], 16, "cpu", 2048,
+                                                 num_workers=0)
+    ours = metrics.frechet_distance(*(metrics.inception_features(s, fid_model) for s in sets))
+    assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-3)
+
+
+def test_kid_is_unbiased_and_detects_a_shift():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 16)), rng.normal(size=(200, 16))
+    same, _ = metrics.kernel_inception_distance(a, b, subset_size=100, subsets=20)
+    shifted, _ = metrics.kernel_inception_distance(a, b + 0.5, subset_size=100, subsets=20)
+    assert abs(same) < 0.02 < shifted
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_is_one_for_itself_and_drops_with_noise(channels):
+    x = blobs(4, 5, channels)
+    assert metrics.ssim_random_pairs(x[:1], x[:1]) == pytest.approx(1.0)
+    s_small = metrics.ssim_random_pairs(blobs(4, 5, channels, noise=0.1), x[:1])
+    s_large = metrics.ssim_random_pairs(blobs(4, 5, channels, noise=0.5), x[:1])
+    assert 1 > s_small > s_large
+    assert metrics.ssim_nearest_real(x, x) == pytest.approx(1.0)
+
+
+def test_reference_features_are_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("QDM_CACHE", str(tmp_path))
+    import qdm.data
+    calls = []
+    monkeypatch.setattr(qdm.data, "load_images", lambda *a, **k: calls.append(a) or blobs(6, 7))
+    model = lambda x: [x.mean(dim=(2, 3), keepdim=True)]   # a stand-in feature extractor
+    f1 = metrics.reference_features("mnist", [0], "test", 6, model)
+    f2 = metrics.reference_features("mnist", [0], "test", 6, model)
+    assert len(calls) == 1 and np.array_equal(f1, f2) and f1.shape == (6, 3)
+    assert metrics.cache_path("mnist", [0], "test", 6).exists()
