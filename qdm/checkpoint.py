@@ -4,6 +4,8 @@ Every file qdm writes goes to a temporary file in the same folder first and is t
 over the target (``os.replace`` is atomic), so a crash or a full disk never leaves half a
 file behind, and an existing result is only replaced by a complete new one.
 """
+import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -32,6 +34,16 @@ def atomic_write(path, write) -> Path:
 
 def write_text(path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def csv_text(rows: list[dict]) -> str:
+    """CSV of a list of dicts, the columns in order of first appearance."""
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+    return buf.getvalue()
 
 
 def write_json(path, obj) -> Path:

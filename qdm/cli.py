@@ -1,4 +1,4 @@
-"""Command line: ``python -m qdm train|sample|info`` (each with --help).
+"""Command line: ``python -m qdm train|sample|evaluate|reproduce|info`` (each with --help).
 
 User mistakes (unknown dataset or digit, missing data, a corrupt or mismatched checkpoint,
 a wrong shape) end with one line on stderr and exit status 2, never a traceback.
@@ -62,6 +62,42 @@ def _add_sample(sub):
     p.add_argument("--no-progress", action="store_true")
 
 
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="FID, KID and SSIM of a checkpoint's samples against the test images",
+                       description="Sample N images from a checkpoint's EMA weights and score them against the "
+                                   "test images of its class (the protocol of qdm.reproduce); writes JSON.")
+    p.add_argument("checkpoint", help="a run's best.pt or last.pt")
+    _add_protocol(p)
+    p.add_argument("--out", help="JSON path (default: next to the checkpoint, eval_<sampler><steps>_n<N>.json)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--data-dir", help="data root (default $QDM_DATA_DIR, else ./data)")
+
+
+def _add_protocol(p):
+    p.add_argument("--n", type=int, help="generated images per class (default 1000; fast preset 16)")
+    p.add_argument("--sampler", help="ddpm (default; T steps) or ddim")
+    p.add_argument("--steps", type=int, help="sampler steps (default 1000 for ddpm, 100 for ddim)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_reproduce(sub):
+    p = sub.add_parser("reproduce", help="fill the paper's Table I (MNIST) or Table II (PathMNIST)",
+                       description="Train (or reuse) every cell (model x class x seed), evaluate it and write "
+                                   "results/<table>.md, .csv, _cells.csv and a figure per cell, with the paper's "
+                                   "numbers beside ours. Resumable cell by cell: rerun the same command to continue.")
+    p.add_argument("table", help="table1 (MNIST digits 0-9) or table2 (PathMNIST: all classes, and label 1)")
+    p.add_argument("--preset", default="paper", help="paper (default), quick, or fast (minutes, for tests)")
+    p.add_argument("--classes", "--digits", dest="classes", help="columns to run, e.g. 0,1 (default: the table's)")
+    p.add_argument("--models", default="classical,quantum", help="classical,quantum (default both)")
+    p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2 (default 0)")
+    _add_protocol(p)
+    p.add_argument("--runs-dir", default="runs/reproduce", help="where the cells' run folders go")
+    p.add_argument("--results-dir", help="where the tables go (default results/; fast preset: inside --runs-dir)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--data-dir", help="data root (default $QDM_DATA_DIR, else ./data)")
+
+
 def _add_info(sub):
     sub.add_parser("info", help="versions, presets and the U-Net's parameter counts",
                    description="Print the versions, the training presets and the model's parameter counts.")
@@ -109,6 +145,44 @@ def cmd_sample(a):
     print(f"wrote {out} and {out.with_suffix('.pt')}")
 
 
+def _int_list(spec: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--{what} must be comma-separated integers, got {spec!r}") from None
+
+
+def cmd_evaluate(a):
+    from qdm.checkpoint import write_json
+    from qdm.reproduce import evaluate_checkpoint, protocol
+    from qdm.train import model_from_checkpoint
+    _, cfg = model_from_checkpoint(a.checkpoint)
+    proto = protocol(cfg.preset, a.n, a.sampler, a.steps, a.seed)
+    result, _, _ = evaluate_checkpoint(a.checkpoint, proto, device=a.device, data_dir=a.data_dir,
+                                       progress=not a.no_progress)
+    out = Path(a.out or Path(a.checkpoint).with_name(f"eval_{proto['sampler']}{proto['steps']}_n{proto['n']}.json"))
+    write_json(out, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "protocol"}, indent=2))
+    print(f"wrote {out}")
+
+
+def cmd_reproduce(a):
+    from qdm.data import check_dataset
+    from qdm.reproduce import TABLES, protocol, reproduce
+    classes = None
+    if a.classes is not None:   # "0,1"; for table2 "all" is the column of all classes together
+        classes = [None if c.strip() == "all" else c for c in a.classes.split(",")]
+        classes = [c if c is None else _int_list(c, "classes")[0] for c in classes]
+        if a.table in TABLES:
+            check_dataset(TABLES[a.table][0], [c for c in classes if c is not None])
+    proto = protocol(a.preset, a.n, a.sampler, a.steps, a.seed)
+    path = reproduce(a.table, a.preset, classes, [m.strip() for m in a.models.split(",") if m.strip()],
+                     _int_list(a.seeds, "seeds"), proto, a.runs_dir, a.results_dir, a.device, a.data_dir,
+                     progress=not a.no_progress)
+    print(path.read_text())
+    print(f"wrote {path} (and .csv, _cells.csv, figures in {path.parent})")
+
+
 def cmd_info(a):
     import torch
     import qdm
@@ -125,10 +199,11 @@ def cmd_info(a):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qdm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub), _add_sample(sub), _add_info(sub)
+    _add_train(sub), _add_sample(sub), _add_evaluate(sub), _add_reproduce(sub), _add_info(sub)
     a = parser.parse_args(argv)
     try:
-        {"train": cmd_train, "sample": cmd_sample, "info": cmd_info}[a.command](a)
+        {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce,
+         "info": cmd_info}[a.command](a)
     except UserError as e:
         print(f"qdm {a.command}: error: {e}", file=sys.stderr)
         return 2

@@ -9,8 +9,6 @@ A run lives in one folder:
     best.pt       the EMA weights with the lowest validation loss
 """
 import copy
-import csv
-import io
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -20,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 import qdm
-from qdm.checkpoint import load_checkpoint, save_checkpoint, write_json, write_text, atomic_write
+from qdm.checkpoint import atomic_write, csv_text, load_checkpoint, save_checkpoint, write_json, write_text
 from qdm.data import DATASETS, check_dataset, train_val_images
 from qdm.diffusion import Diffusion
 from qdm.errors import UserError
@@ -131,15 +129,6 @@ def model_from_checkpoint(path, device="cpu", weights: str = "ema"):
     return model.to(device).eval(), cfg
 
 
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return buf.getvalue()
-
-
 RESUME_MUST_MATCH = ("dataset", "classes", "model", "quantum", "batch_size", "lr", "ema_decay",
                      "ema_warmup", "schedule", "T", "seed", "val_size", "steps_per_epoch")
 
@@ -244,8 +233,8 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
             save_checkpoint(out / "best.pt", {"config": asdict(cfg), "ema": ema.state_dict(),
                                                "epoch": epoch, "step": history["step"], "score": score})
         history["epoch"] = epoch
-        write_text(out / "loss.csv", _csv(history["steps"]))
-        write_text(out / "epochs.csv", _csv(history["epochs"]))
+        write_text(out / "loss.csv", csv_text(history["steps"]))
+        write_text(out / "epochs.csv", csv_text(history["epochs"]))
         plot_losses([r["loss"] for r in history["steps"]], history["epochs"], out / "loss.png",
                     title=f"{cfg.dataset} {cfg.classes} {cfg.model}")
         save_checkpoint(out / "last.pt", {"config": asdict(cfg), "model": model.state_dict(),

@@ -1,0 +1,276 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 6. Sampling: DDPM's reverse chain and deterministic DDIM
+#
+# **One idea:** a trained noise predictor $\epsilon_\theta$ turns pure noise into an image by
+# running the forward process of notebook 1 backwards, one step at a time (DDPM), or in a few
+# large deterministic jumps (DDIM).
+#
+# The paper does not write its sampler down; the official code uses DDPM ancestral sampling
+# (Ho et al. 2020) with the clean-image estimate clamped to the data range. At step $t$ the
+# network's noise estimate gives an estimate of $x_0$ by inverting Eq. 1,
+#
+# $$
+# \hat x_0 = \operatorname{clamp}\!\left(\frac{x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta(x_t, t)}{\sqrt{\bar\alpha_t}},\ -1,\ 1\right),
+# $$
+#
+# and the next, less noisy, image is drawn from the forward process's posterior
+# $q(x_{t-1} \mid x_t, x_0)$ with $\hat x_0$ in place of $x_0$:
+#
+# $$
+# x_{t-1} = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1-\bar\alpha_t}\,\hat x_0
+# + \frac{\sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})}{1-\bar\alpha_t}\,x_t
+# + \sqrt{\tilde\beta_t}\, z, \qquad
+# \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t, \quad z \sim \mathcal{N}(0, \mathbf{I}),
+# $$
+#
+# for $t = T, \dots, 2$; the last step returns $\hat x_0$. (The two fractions and $\tilde\beta_t$ are
+# `NoiseSchedule`'s `posterior_coef_x0`, `posterior_coef_xt` and `posterior_variance`.) That is $T = 1000$ network evaluations
+# per image, each adding fresh noise. DDIM (Song et al. 2021) with $\eta = 0$ visits only a
+# subsequence $\tau_1 > \tau_2 > \dots$ of the timesteps and moves deterministically,
+# keeping the noise estimate that is consistent with $\hat x_0$:
+#
+# $$
+# \hat\epsilon = \frac{x_{\tau_i} - \sqrt{\bar\alpha_{\tau_i}}\,\hat x_0}{\sqrt{1-\bar\alpha_{\tau_i}}}, \qquad
+# x_{\tau_{i+1}} = \sqrt{\bar\alpha_{\tau_{i+1}}}\,\hat x_0 + \sqrt{1-\bar\alpha_{\tau_{i+1}}}\,\hat\epsilon .
+# $$
+#
+# The same network serves both: DDIM needs no retraining. This notebook writes both loops out,
+# checks them against `Diffusion.sample_ddpm` and `Diffusion.sample_ddim`, shows the reverse
+# chain step by step, and times DDPM against DDIM with 1/10 and 1/20 of the steps.
+
+# %% tags=["hide-input"]
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+# Notebooks start in notebooks/ (Jupyter, nbmake, the book); work from the repository root so
+# that QDM_DATA_DIR=../shared/data and runs/ mean what they mean on the command line.
+os.chdir(next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file()))
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
+
+import matplotlib.pyplot as plt
+import torch
+
+import qdm
+from qdm.diffusion import Diffusion
+from qdm.plots import image_grid
+from qdm.schedule import make_schedule
+from qdm.train import make_config, model_from_checkpoint, train
+
+# qdm.plots selects matplotlib's Agg backend when it is imported: switch back to inline figures.
+# %matplotlib inline
+
+FAST = qdm.fast_mode()   # QDM_FAST=1: the seconds-long CI version of this notebook
+N_IMAGES = 4 if FAST else 16
+print(f"fast mode: {FAST}; {N_IMAGES} images per sampler")
+
+# %% [markdown]
+# ## A model to sample from
+#
+# * **Full mode** uses the EMA weights of the run that notebook 5 trains (`runs/notebook05/best.pt`,
+#   the `quick` preset on digit 0), and trains that run here if it is absent (minutes on 2 CPU
+#   cores).
+# * **Fast mode** (CI) trains the `fast` preset for 6 steps into a temporary folder, with a
+#   chain of $T = 100$ steps instead of 1000 so that DDPM runs in seconds. **Its images are
+#   noise-like by design**: the loops, the checks and the timing ratios are the same, the
+#   pictures are not.
+
+# %%
+CHECKPOINT = Path("runs/notebook05/best.pt")
+if FAST:
+    run_dir = Path(tempfile.mkdtemp(prefix="qdm-notebook06-"))
+    train(make_config("fast", T=100), run_dir, progress=False)
+    model, cfg = model_from_checkpoint(run_dir / "best.pt")
+else:
+    if not CHECKPOINT.exists():
+        train(make_config("quick"), CHECKPOINT.parent, resume=True, progress=False)
+    model, cfg = model_from_checkpoint(CHECKPOINT)
+sched = make_schedule(cfg.schedule, cfg.T)
+diffusion = Diffusion(sched)
+T = cfg.T
+shape = (N_IMAGES, model.in_channels, 28, 28)
+print(f"model: {cfg.preset} preset, {cfg.dataset} {cfg.classes}, {cfg.schedule} schedule, T = {T}")
+
+# %% [markdown]
+# ## The posterior coefficients, from scratch
+#
+# `NoiseSchedule` precomputes the three arrays of the DDPM step. Recomputed here from the betas:
+
+# %%
+beta = sched.betas
+alpha = 1 - beta
+ab = torch.cumprod(alpha, 0)
+ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
+coef_x0 = ab_prev.sqrt() * beta / (1 - ab)
+coef_xt = alpha.sqrt() * (1 - ab_prev) / (1 - ab)
+var = (1 - ab_prev) / (1 - ab) * beta
+for name, mine, theirs in [("posterior_coef_x0", coef_x0, sched.posterior_coef_x0),
+                           ("posterior_coef_xt", coef_xt, sched.posterior_coef_xt),
+                           ("posterior_variance", var, sched.posterior_variance)]:
+    assert torch.allclose(mine, theirs), name
+print("posterior coefficients match NoiseSchedule; beta-tilde at t = 1 is", f"{var[0]:.1e}",
+      "(no noise is added at the last step)")
+
+# %% [markdown]
+# ## DDPM written out, against `Diffusion.sample_ddpm`
+#
+# The loop below is `sample_ddpm` line by line, except that it keeps $x_t$ and $\hat x_0$ at a
+# few timesteps. Given the same generator (the starting noise $x_T$, then one fresh $z$ per
+# step) it must give the same images.
+
+# %%
+@torch.no_grad()
+def ddpm(model, x, gen, keep=()):
+    """Ancestral sampling from x = x_T; returns x0-hat of the last step and {t: (x_t, x0-hat)} for t in keep."""
+    kept = {}
+    for i in reversed(range(T)):                      # index i is the paper's t = i + 1
+        t = torch.full((len(x),), i)
+        a_bar = ab[i].float()
+        x0_hat = ((x - (1 - a_bar).sqrt() * model(x, t)) / a_bar.sqrt()).clamp(-1, 1)
+        if i + 1 in keep:
+            kept[i + 1] = (x, x0_hat)
+        if i == 0:
+            return x0_hat, kept
+        mean = coef_x0[i].float() * x0_hat + coef_xt[i].float() * x
+        x = mean + var[i].float().sqrt() * torch.randn(x.shape, generator=gen)
+
+
+keep = sorted({T, *(round(T * f) for f in (0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)), 1}, reverse=True)
+
+start = time.perf_counter()
+ddpm_qdm = diffusion.sample_ddpm(model, shape, generator=torch.Generator().manual_seed(0))
+timings = {f"DDPM-{T}": (time.perf_counter() - start, T)}
+
+gen = torch.Generator().manual_seed(0)
+x_T = torch.randn(shape, generator=gen)               # what sample_ddpm draws first
+ddpm_mine, chain = ddpm(model, x_T, gen, keep)
+print(f"largest difference from sample_ddpm: {(ddpm_mine - ddpm_qdm).abs().max():.1e}")
+assert torch.allclose(ddpm_mine, ddpm_qdm, atol=1e-5)
+
+# %% [markdown]
+# ## The reverse chain step by step
+#
+# For two of the images: the current $x_t$ (top) and the network's current guess $\hat x_0$
+# (bottom) as $t$ runs from $T$ down to 1. The guess settles long before the noise is gone:
+# the coarse shape is decided at large $t$, the details at small $t$.
+
+# %%
+fig, axes = plt.subplots(4, len(keep), figsize=(1.3 * len(keep), 5.8))
+for col, t_ in enumerate(keep):
+    x_t, x0_hat = chain[t_]
+    for img in range(2):
+        for row, (tensor, label) in enumerate([(x_t, "$x_t$"), (x0_hat, r"$\hat x_0$")]):
+            ax = axes[2 * img + row, col]
+            ax.imshow(tensor[img].permute(1, 2, 0).squeeze(-1), cmap="gray")
+            ax.set_xticks([]), ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(f"{label} #{img + 1}")
+    axes[0, col].set_title(f"t = {t_}", fontsize=9)
+fig.suptitle(f"DDPM reverse chain, T = {T}" + (" (fast mode: a model trained for 6 steps, noise by design)" if FAST else ""))
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## DDIM written out, and what "deterministic" means
+#
+# The DDIM loop visits `steps` evenly spaced timesteps from $T-1$ down to 0 (as indices), exactly
+# as `sample_ddim` does.
+
+# %%
+@torch.no_grad()
+def ddim(model, x, steps):
+    """Deterministic DDIM (eta = 0) from x = x_T; returns x0-hat of the last step."""
+    times = torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
+    for k, i in enumerate(times):
+        a_bar = ab[i].float()
+        x0_hat = ((x - (1 - a_bar).sqrt() * model(x, torch.full((len(x),), i))) / a_bar.sqrt()).clamp(-1, 1)
+        if k == len(times) - 1:
+            return x0_hat
+        a, a_next = ab[i].item(), ab[times[k + 1]].item()
+        eps_hat = (x - math.sqrt(a) * x0_hat) / math.sqrt(1 - a)   # the noise consistent with the clamped x0-hat
+        x = math.sqrt(a_next) * x0_hat + math.sqrt(1 - a_next) * eps_hat
+
+
+steps_few, steps_more = T // 20, T // 10   # DDIM-50 and DDIM-100 for T = 1000
+for steps in (steps_more, steps_few):
+    start = time.perf_counter()
+    out = diffusion.sample_ddim(model, shape, steps=steps, generator=torch.Generator().manual_seed(0))
+    timings[f"DDIM-{steps}"] = (time.perf_counter() - start, steps)
+    if steps == steps_more:
+        ddim_qdm = out
+ddim_mine = ddim(model, x_T, steps_more)
+print(f"largest difference from sample_ddim: {(ddim_mine - ddim_qdm).abs().max():.1e}")
+assert torch.allclose(ddim_mine, ddim_qdm, atol=1e-4)
+
+# %% [markdown]
+# DDPM adds fresh noise at every step, so the same starting noise $x_T$ leads to a different image
+# for every stream of $z$'s; DDIM adds none, so $x_T$ alone decides the image (an "encoding" of
+# the image in the noise). Both from the same $x_T$:
+
+# %%
+ddpm_other, _ = ddpm(model, x_T, torch.Generator().manual_seed(1))   # same x_T, other z's
+ddim_again = ddim(model, x_T, steps_more)
+print(f"DDPM, same x_T, other noise stream: mean |difference| {(ddpm_other - ddpm_mine).abs().mean():.3f}")
+print(f"DDIM, same x_T, run again:          mean |difference| {(ddim_again - ddim_mine).abs().mean():.3f}")
+assert torch.equal(ddim_again, ddim_mine)
+
+fig, axes = plt.subplots(1, 3, figsize=(11, 4.2))
+for ax, (images, title) in zip(axes, [(ddpm_mine, "DDPM, noise stream 0"), (ddpm_other, "DDPM, noise stream 1"),
+                                      (ddim_mine, f"DDIM-{steps_more}, deterministic")]):
+    ax.imshow(image_grid(images, nrow=int(math.sqrt(N_IMAGES))).permute(1, 2, 0))
+    ax.set_title(title)
+    ax.axis("off")
+fig.suptitle("the same starting noise $x_T$")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Wall time
+#
+# The cost of sampling is the number of network evaluations: $T$ for DDPM, `steps` for DDIM.
+# The times below are for one batch on this machine's CPU (`time.perf_counter` around the
+# `Diffusion` calls above).
+
+# %%
+for name, (seconds, evaluations) in timings.items():
+    print(f"{name:>10}: {seconds:7.2f} s for {N_IMAGES} images, {evaluations:5d} network evaluations, "
+          f"{1000 * seconds / evaluations:6.1f} ms each")
+speedup = timings[f"DDPM-{T}"][0] / timings[f"DDIM-{steps_few}"][0]
+print(f"DDIM-{steps_few} is {speedup:.0f}x faster than DDPM-{T}")
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.2, 1]})
+names = list(timings)
+axes[0].barh(names, [timings[n][0] for n in names], color=["C0", "C1", "C2"])
+axes[0].set(xlabel="seconds (one batch, CPU)", title=f"wall time for {N_IMAGES} images")
+axes[0].invert_yaxis()
+for y, n in enumerate(names):
+    axes[0].text(timings[n][0], y, f" {timings[n][0]:.2f} s", va="center")
+axes[1].imshow(image_grid(torch.cat([ddpm_qdm[:4], ddim_qdm[:4]]), nrow=4).permute(1, 2, 0))
+axes[1].set_title(f"top: DDPM-{T}; bottom: DDIM-{steps_more}")
+axes[1].axis("off")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **What we checked.** The two loops written out from the equations above reproduce
+# `Diffusion.sample_ddpm` and `Diffusion.sample_ddim` (same generator, same images); DDPM's
+# images depend on every step's noise, DDIM's on the starting noise alone; and DDIM's cost falls
+# with its number of steps, which is why qdm draws its per-epoch previews with DDIM-100 and keeps
+# DDPM-1000 (the official code's sampler) for the final samples. How good the images are is the
+# subject of notebook 7.
+
+# %%
+if FAST:
+    shutil.rmtree(run_dir)   # the fast run only served this notebook

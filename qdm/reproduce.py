@@ -1,0 +1,260 @@
+"""The paper's Table I (MNIST, per digit) and Table II (PathMNIST), filled with our numbers.
+
+Each cell (model x class x seed) is one training run plus one evaluation, kept in its own
+folder under ``runs/reproduce/<preset>/``; a finished cell has ``metrics.json`` and is
+skipped on a rerun, an unfinished one resumes from its ``last.pt``. After every cell the
+tables are rewritten (Markdown and CSV) with the paper's own numbers beside ours and
+reference rows that give them a scale: real-vs-real (N training images of the class against
+its test images: the floor at this N) and Gaussian noise against the same test images (the
+ceiling). The quantum cells run the paper's circuit as the official code ran it (paper
+ansatz, circuit input detached; see qdm.quantum).
+"""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qdm import metrics
+from qdm.checkpoint import atomic_write, csv_text, write_json, write_text
+from qdm.data import DATASETS, load_images
+from qdm.diffusion import Diffusion
+from qdm.errors import UserError
+from qdm.schedule import make_schedule
+from qdm.train import make_config, model_from_checkpoint, resolve_device, train
+
+# Table I and II of the paper, as printed (SSIM, FID; per digit 0-9 then Avg, Std).
+PAPER_TABLE1 = {
+    ("SSIM", "classical"): [0.0945, 0.1494, 0.1165, 0.1093, 0.1119, 0.0685, 0.1238, 0.1082, 0.1246, 0.0787, 0.1085, 0.0234],
+    ("SSIM", "quantum"): [0.1241, 0.1153, 0.0961, 0.0752, 0.2000, 0.0603, 0.2052, 0.1126, 0.1228, 0.1513, 0.1263, 0.0477],
+    ("FID", "classical"): [218.61, 261.67, 310.63, 219.85, 259.43, 313.99, 325.59, 293.78, 255.38, 251.58, 271.05, 38.18],
+    ("FID", "quantum"): [268.96, 226.65, 236.24, 325.95, 259.93, 269.04, 270.39, 280.68, 205.28, 249.38, 259.25, 33.04],
+}
+PAPER_TABLE2 = {("SSIM", "classical"): 0.4107, ("SSIM", "quantum"): 0.0931,
+                ("FID", "classical"): 95.72, ("FID", "quantum"): 84.40}
+# table -> (dataset, its columns): a column is one class, or None for all classes together.
+# Table II: all nine tissue classes, and label 1 alone as the official code trained.
+TABLES = {"table1": ("mnist", list(range(10))), "table2": ("pathmnist", [None, 1])}
+MODELS = ("classical", "quantum")
+QUANTUM_AS_PAPER = {"ansatz": "paper", "detach_input": True}   # what the official code ran
+METRICS = ("SSIM", "FID", "KID", "SSIM_nearest")
+
+
+def column(cls) -> str:
+    return "all" if cls is None else str(cls)
+
+
+def protocol(preset: str, n: int | None = None, sampler: str | None = None, steps: int | None = None,
+             seed: int = 0) -> dict:
+    """How images are measured, in one place, written into every results file: N generated
+    images per class (EMA weights of best.pt) against the class's test images (all of them;
+    the first n_real in the fast preset), the sampler and its steps, the seed."""
+    fast = preset == "fast"
+    sampler = sampler or ("ddim" if fast else "ddpm")
+    if sampler not in ("ddpm", "ddim"):
+        raise UserError(f"unknown sampler {sampler!r}: choose ddpm or ddim")
+    return {"n": n or (16 if fast else 1000), "n_real": 64 if fast else None,
+            "real": "test split of the class", "sampler": sampler,
+            "steps": steps or (5 if fast else (1000 if sampler == "ddpm" else 100)), "seed": seed,
+            "fid": "pytorch-fid InceptionV3 pool3 (2048)", "kid": "unbiased, cubic polynomial kernel",
+            "ssim": "random real pair of the class (fixed seed); SSIM_nearest: best over 200 real"}
+
+
+def real_set(dataset: str, cls, proto: dict, fid_model, device, data_dir=None):
+    """The real test images of a column and their (cached) Inception features."""
+    classes = None if cls is None else [cls]
+    real = load_images(dataset, "test", classes, data_dir)[:proto["n_real"]]
+    feats = metrics.reference_features(dataset, classes, "test", len(real), fid_model, device, data_dir)
+    return real, feats
+
+
+def score(generated: torch.Tensor, real: torch.Tensor, real_features: np.ndarray, fid_model, device) -> dict:
+    """FID (Eq. 11), KID, SSIM (Eq. 12; random real pair, and nearest real) of a set of images."""
+    f = metrics.inception_features(generated, fid_model, device=device)
+    kid, kid_std = metrics.kernel_inception_distance(f, real_features)
+    return {"FID": metrics.frechet_distance(f, real_features), "KID": kid, "KID_std": kid_std,
+            "SSIM": metrics.ssim_random_pairs(generated, real),
+            "SSIM_nearest": metrics.ssim_nearest_real(generated, real)}
+
+
+def generate(checkpoint, proto: dict, device="cpu", progress=False):
+    """proto['n'] images from a checkpoint's EMA weights, in batches of 500, seeded."""
+    model, cfg = model_from_checkpoint(checkpoint, device)
+    diffusion = Diffusion(make_schedule(cfg.schedule, cfg.T))
+    batches = torch.arange(proto["n"]).split(500)
+    images = [diffusion.sample(model, (len(b), DATASETS[cfg.dataset][0], 28, 28), proto["sampler"], proto["steps"],
+                               generator=torch.Generator().manual_seed(proto["seed"] + i), device=device,
+                               progress=progress).cpu() for i, b in enumerate(batches)]
+    return torch.cat(images), cfg
+
+
+def evaluate_checkpoint(checkpoint, proto: dict, fid_model=None, device="cpu", data_dir=None,
+                        progress=False) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Sample from a checkpoint and score the images against the test images of the class(es)
+    it was trained on. Returns (metrics, generated images, real images)."""
+    device = resolve_device(str(device))
+    fid_model = fid_model or metrics.inception(device)
+    t0 = time.perf_counter()
+    images, cfg = generate(checkpoint, proto, device, progress)
+    seconds = time.perf_counter() - t0
+    cls = None if cfg.classes is None else (cfg.classes[0] if len(cfg.classes) == 1 else None)
+    if cfg.classes is not None and len(cfg.classes) > 1:
+        raise UserError("evaluate needs a checkpoint trained on one class or on all classes")
+    real, real_f = real_set(cfg.dataset, cls, proto, fid_model, device, data_dir or cfg.data_dir)
+    result = {**score(images, real, real_f, fid_model, device), "sample_seconds": seconds, "protocol": proto}
+    return result, images, real
+
+
+def reference_rows(folder: Path, dataset: str, cls, proto: dict, fid_model, device, data_dir=None) -> dict:
+    """Real training images vs the test images (the floor at this N) and Gaussian noise
+    vs the test images (the ceiling), cached in ``folder`` as JSON."""
+    path = folder / f"reference-{dataset}-{column(cls)}-n{proto['n']}-real{proto['n_real']}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    real, real_f = real_set(dataset, cls, proto, fid_model, device, data_dir)
+    train_x = load_images(dataset, "train", None if cls is None else [cls], data_dir)[:proto["n"]]
+    noise = torch.randn((len(train_x), *real.shape[1:]), generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    rows = {"real-vs-real": score(train_x, real, real_f, fid_model, device),
+            "noise-vs-real": score(noise, real, real_f, fid_model, device)}
+    write_json(path, rows)
+    return rows
+
+
+def cell_figure(generated: torch.Tensor, real: torch.Tensor, title: str, path: Path, n: int = 64):
+    """Generated images beside real ones, like the paper's Fig. 3-7."""
+    import matplotlib.pyplot as plt
+    from qdm.plots import image_grid
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    for ax, images, name in zip(axes, [generated[:n], real[:n]], ["generated", "real (test)"]):
+        ax.imshow(image_grid(images, nrow=8).permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set(title=name, xticks=[], yticks=[])
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int, proto: dict,
+             fid_model, device, data_dir=None, figure: Path | None = None, progress=True) -> dict:
+    """Train (or resume, or reuse) one cell and evaluate its best EMA model. The metrics file,
+    named after the protocol, marks the cell finished for that protocol and is never rewritten."""
+    done = folder / f"metrics-{proto['sampler']}{proto['steps']}-n{proto['n']}-real{proto['n_real']}-seed{proto['seed']}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if not (folder / "summary.json").exists():
+        cfg = make_config(preset, dataset=dataset, classes=None if cls is None else [cls], model=model,
+                          seed=seed, device=str(device), data_dir=data_dir,
+                          quantum=QUANTUM_AS_PAPER if model == "quantum" else {},
+                          grid_sampler="ddim")   # per-epoch previews only; training is the preset's
+        train(cfg, folder, resume=True, progress=progress)
+    summary = json.loads((folder / "summary.json").read_text())
+    result, images, real = evaluate_checkpoint(folder / "best.pt", proto, fid_model, device, data_dir, progress)
+    result.update(model=model, cls=column(cls), seed=seed, preset=preset, train_seconds=summary["train_seconds"],
+                  seconds_per_step=summary["seconds_per_step"], steps=summary["steps"],
+                  cell_seconds=summary["train_seconds"] + result["sample_seconds"])
+    if figure is not None:
+        cell_figure(images, real, f"{dataset} {column(cls)}, {model}, seed {seed}: "
+                                  f"FID {result['FID']:.1f}, SSIM {result['SSIM']:.3f}", figure)
+    write_json(done, result)
+    return result
+
+
+def _fmt(x, metric):
+    if x is None:
+        return "—"
+    return f"{x:.4f}" if metric in ("SSIM", "SSIM_nearest", "KID") else f"{x:.2f}"
+
+
+def _mean_std(values):
+    v = [x for x in values if x is not None]
+    if not v:
+        return None, None
+    return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
+
+
+def paper_row(table: str, metric: str, model: str, columns: list) -> list | None:
+    """The paper's numbers for the given columns (and its printed Avg, Std for Table I)."""
+    if metric not in ("SSIM", "FID"):
+        return None
+    if table == "table1":
+        printed = PAPER_TABLE1[(metric, model)]
+        return [printed[c] for c in columns] + (printed[10:] if columns == list(range(10)) else [None, None])
+    return [PAPER_TABLE2[(metric, model)] if c is None else None for c in columns]
+
+
+def write_tables(table: str, cells: list[dict], refs: dict, columns: list, proto: dict, preset: str,
+                 out_dir: Path) -> Path:
+    """<table>.md / .csv (the paper's layout: rows per model, a column per class, Avg and Std
+    over the classes; ours as mean over seeds, ± std when there are several) and
+    <table>_cells.csv (every cell's numbers)."""
+    header = [column(c) for c in columns] + ["Avg", "Std"]
+    md = [f"# {table}: paper vs ours (preset `{preset}`)", "",
+          "Protocol: " + "; ".join(f"{k} = {v}" for k, v in proto.items()) + ".", "",
+          "| Metric | Row | " + " | ".join(header) + " |", "|---|---" + "|---" * len(header) + "|"]
+    csv_rows = []
+
+    def add(metric, label, values, extra, text=None):
+        text = text or [_fmt(v, metric) for v in values]
+        md.append(f"| {metric} | {label} | " + " | ".join(text + [_fmt(v, metric) for v in extra]) + " |")
+        csv_rows.append({"metric": metric, "row": label, **dict(zip(header, values + extra))})
+
+    for metric in METRICS:
+        for model in MODELS:
+            paper = paper_row(table, metric, model, columns)
+            if paper is not None:
+                add(metric, f"paper {model}", paper[:-2], paper[-2:])
+            per_col = [[c[metric] for c in cells if c["model"] == model and c["cls"] == column(k)] for k in columns]
+            if any(per_col):
+                means = [_mean_std(v)[0] for v in per_col]
+                text = [_fmt(m, metric) + (f" ± {_fmt(float(np.std(v, ddof=1)), metric)}" if len(v) > 1 else "")
+                        for m, v in zip(means, per_col)]
+                add(metric, f"ours {model}", means, list(_mean_std(means)), text)
+        for ref in ("real-vs-real", "noise-vs-real"):
+            values = [refs[k][ref][metric] if k in refs else None for k in columns]
+            if any(v is not None for v in values):
+                add(metric, f"ours {ref}", values, list(_mean_std(values)))
+    seeds = sorted({c["seed"] for c in cells})
+    done = sorted({(c["model"], c["cls"]) for c in cells})
+    md += ["", f"Ours: {len(cells)} finished cells (model, class): {done}; mean over seeds {seeds}, ± their std.",
+           "Avg and Std are over the classes (columns) shown. Every cell's numbers, wall times included, are in "
+           f"`{table}_cells.csv`; SSIM, FID, KID as defined in notebooks/07_evaluation.",
+           "Paper: as printed; its FIDs come from 5-13 images (see the evaluation notebook), ours from N above.",
+           "Quantum cells: the paper's circuit as the official code ran it (RZ ansatz, circuit input detached)."]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / f"{table}.md", "\n".join(md) + "\n")
+    write_text(out_dir / f"{table}.csv", csv_text(csv_rows))
+    write_text(out_dir / f"{table}_cells.csv", csv_text([{k: v for k, v in c.items() if k != "protocol"} for c in cells]))
+    return out_dir / f"{table}.md"
+
+
+def reproduce(table: str, preset: str = "paper", classes: list | None = None, models=MODELS,
+              seeds=(0,), proto: dict | None = None, runs_dir="runs/reproduce", results_dir=None,
+              device="auto", data_dir=None, progress=True) -> Path:
+    """Fill one table cell by cell (resumable); returns the path of the Markdown table.
+    Results go to results/ for real presets and to <runs_dir>/<preset>/results for "fast"."""
+    if table not in TABLES:
+        raise UserError(f"unknown table {table!r}: choose table1 or table2")
+    dataset, columns = TABLES[table]
+    columns = columns if classes is None else classes
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        raise UserError(f"unknown model {bad[0]!r}: choose from {', '.join(MODELS)}")
+    make_config(preset, dataset=dataset)                  # an unknown preset fails before any work
+    proto = proto or protocol(preset)
+    device = resolve_device(device)
+    fid_model = metrics.inception(device)
+    root = Path(runs_dir) / preset
+    results = Path(results_dir or ("results" if preset != "fast" else root / "results"))
+    cells, refs = [], {}
+    for cls in columns:
+        refs[cls] = reference_rows(root, dataset, cls, proto, fid_model, device, data_dir)
+        for model in models:
+            for seed in seeds:
+                name = f"{dataset}-{column(cls)}-{model}-seed{seed}"
+                if progress:
+                    print(f"[reproduce {table}] cell {name}", flush=True)
+                cells.append(run_cell(root / name, preset, dataset, cls, model, seed, proto, fid_model, device,
+                                      data_dir, results / f"{table}_figures" / f"{name}.png", progress))
+                path = write_tables(table, cells, refs, columns, proto, preset, results)
+    return path
