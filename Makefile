@@ -27,10 +27,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-# The main job: train on MNIST digit 0 with the quick preset, sample from the EMA model.
+# The main job: train the classical and the quantum model (the paper's circuit, exact simulator)
+# on MNIST digit 0 with the quick preset, sample from the EMA models.
 # Re-running continues (or just re-samples) the runs already in runs/quickstart.
 run: install
 	$(PY) -m qdm train --preset quick --digit 0 --model classical --out runs/quickstart/classical --resume
+	$(PY) -m qdm train --preset quick --digit 0 --model quantum --out runs/quickstart/quantum --resume
 	@echo "output folder: runs/quickstart (samples.png, loss.png, summary.json in each model's folder)"
 
 # The tests: pytest, and every notebook executed through nbmake in fast mode.

@@ -133,3 +133,21 @@ def train_val_images(dataset: str, classes: list[int] | None, val_size: int,
     if len(images) <= val_size:
         raise UserError(f"only {len(images)} training images: val_size must be smaller")
     return images[:-val_size], images[-val_size:]
+
+
+def write_synthetic_pathmnist(data_dir, n: int = 30, seed: int = 0) -> dict:
+    """A small *synthetic* PathMNIST in medmnist's exact file format (uint8 (N, 28, 28, 3)
+    images, uint8 (N, 1) labels cycling over the 9 classes, for each split) at
+    ``<data_dir>/medmnist/pathmnist.npz``: exercises the PathMNIST code path where the real
+    file cannot be downloaded (tests, CI). Its images are random pixels. Returns the arrays."""
+    path = Path(data_dir) / "medmnist" / "pathmnist.npz"
+    if path.exists():
+        raise UserError(f"{path} exists: refusing to overwrite it with synthetic data")
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split in DATASETS["pathmnist"][2]:
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n, dtype=np.uint8) % 9).reshape(n, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return arrays

@@ -41,11 +41,20 @@ def inception_features(images: torch.Tensor, model, batch_size: int = 100, devic
 
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
-    """Eq. 11: ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)), by pytorch-fid's own routine."""
-    from pytorch_fid.fid_score import calculate_frechet_distance
+    """Eq. 11: ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)) of two feature sets.
+
+    pytorch-fid computes the trace term with scipy's general matrix square root (about 10 s for
+    2048 x 2048 on 2 CPU cores). Both covariances are symmetric PSD, so (S_1 S_2)^(1/2) has the
+    eigenvalues of the symmetric PSD matrix A = S_1^(1/2) S_2 S_1^(1/2), and its trace is the
+    sum of their square roots: two symmetric eigendecompositions, 8x faster, equal to
+    pytorch-fid's ``calculate_frechet_distance`` to float64 rounding (tests/test_metrics.py)."""
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    return float(calculate_frechet_distance(mu1, s1, mu2, s2))
+    lam, V = np.linalg.eigh(s1)
+    root = V * np.sqrt(np.clip(lam, 0, None))          # S_1^(1/2) = root @ V.T; A ~ root.T S_2 root
+    eig = np.linalg.eigvalsh(root.T @ s2 @ root)
+    trace_sqrt = np.sqrt(np.clip(eig, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt)
 
 
 def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, subset_size: int = 1000, subsets: int = 10,
@@ -115,3 +124,17 @@ def reference_features(dataset: str, classes, split: str, n: int, model, device=
     feats = inception_features(images, model, device=device)
     atomic_write(path, lambda tmp: np.savez(tmp, features=feats))
     return feats
+
+
+def paper_protocol(generated: torch.Tensor, dataset: str, model, n: int = 5, device="cpu",
+                   data_dir: str | None = None) -> dict:
+    """The paper's own measurement, imitated: the first ``n`` generated images (5 in the paper,
+    later 13) against the first ``n`` *training* images of *all* classes, SSIM pairing image i
+    with image i, FID from these n feature vectors (a rank-deficient 2048 x 2048 covariance,
+    so the number is dominated by small-sample bias). For comparison with our protocol only."""
+    from qdm.data import load_images
+    g = generated[:n]
+    real = load_images(dataset, "train", None, data_dir)[:len(g)]
+    fid = frechet_distance(inception_features(g, model, device=device), inception_features(real, model, device=device))
+    pairs = zip(_to_numpy_images(g), _to_numpy_images(real))
+    return {"FID": fid, "SSIM": float(np.mean([ssim(a, b) for a, b in pairs])), "n": len(g)}

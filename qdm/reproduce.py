@@ -236,7 +236,13 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     if table not in TABLES:
         raise UserError(f"unknown table {table!r}: choose table1 or table2")
     dataset, columns = TABLES[table]
-    columns = columns if classes is None else classes
+    if classes is not None:
+        n_classes = DATASETS[dataset][1]
+        bad = [c for c in classes if c not in columns and c not in range(n_classes)]
+        if bad:
+            raise UserError(f"{dataset} has no class {bad[0]!r}: use 0-{n_classes - 1}"
+                            + (" or all" if None in columns else ""))
+        columns = classes
     bad = [m for m in models if m not in MODELS]
     if bad:
         raise UserError(f"unknown model {bad[0]!r}: choose from {', '.join(MODELS)}")
@@ -258,3 +264,26 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
                                       data_dir, results / f"{table}_figures" / f"{name}.png", progress))
                 path = write_tables(table, cells, refs, columns, proto, preset, results)
     return path
+
+
+def plot_table(csv_path, metric: str = "FID", ax=None):
+    """Bars per column of a written table (<table>.csv): the paper's rows, ours, and the
+    real-vs-real floor and noise ceiling as lines, for one metric."""
+    import csv
+    import matplotlib.pyplot as plt
+    with open(csv_path) as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"] == metric]
+    cols = [c for c in rows[0] if c not in ("metric", "row", "Avg", "Std")]
+    ax = ax or plt.subplots(figsize=(10, 3.5))[1]
+    bars = [r for r in rows if not r["row"].endswith("-vs-real")]
+    width = 0.8 / len(bars)
+    for i, r in enumerate(bars):
+        values = [float(r[c]) if r[c] not in ("", None) else np.nan for c in cols]
+        ax.bar(np.arange(len(cols)) + (i - (len(bars) - 1) / 2) * width, values, width, label=r["row"],
+               color=f"C{i}", alpha=0.45 if r["row"].startswith("paper") else 0.9)
+    for r, style in zip([r for r in rows if r["row"].endswith("-vs-real")], ["k-", "k:"]):
+        values = [float(r[c]) if r[c] not in ("", None) else np.nan for c in cols]
+        ax.plot(np.arange(len(cols)), values, style, marker="_", ms=20, label=r["row"])
+    ax.set(xticks=range(len(cols)), xticklabels=cols, xlabel="class", ylabel=metric)
+    ax.legend(fontsize=7, ncol=3)
+    return ax

@@ -10,6 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 if "QDM_DATA_DIR" not in os.environ and SHARED_DATA.exists():
     os.environ["QDM_DATA_DIR"] = str(SHARED_DATA)
+if "TORCH_HOME" not in os.environ and (SHARED_DATA / "torch_hub").exists():
+    os.environ["TORCH_HOME"] = str(SHARED_DATA / "torch_hub")
+INCEPTION_WEIGHTS = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / \
+    "checkpoints" / "pt_inception-2015-12-05-6726825d.pth"
 
 import qdm  # noqa: E402,F401  (makes torchvision importable first)
 
@@ -20,6 +24,8 @@ def mnist_available() -> bool:
 
 
 needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST not found under QDM_DATA_DIR")
+needs_inception = pytest.mark.skipif(not INCEPTION_WEIGHTS.exists(),
+                                     reason="pytorch-fid's Inception weights not found under TORCH_HOME")
 
 
 @pytest.fixture

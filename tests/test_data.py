@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import needs_mnist
-from qdm.data import load_images, parse_classes, train_val_images
+from qdm.data import load_images, parse_classes, train_val_images, write_synthetic_pathmnist
 from qdm.errors import UserError
 
 
@@ -19,14 +19,9 @@ def test_mnist_one_digit_in_model_range(tmp_path, monkeypatch):
 
 
 def write_fake_pathmnist(folder, n=30, seed=0):
-    """A small file in medmnist's exact format: uint8 (N,28,28,3) images, (N,1) uint8 labels."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split in ["train", "val", "test"]:
-        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28, 3), dtype=np.uint8)
-        arrays[f"{split}_labels"] = (np.arange(n, dtype=np.uint8) % 9).reshape(n, 1)
+    """qdm's synthetic file in medmnist's format, with one known pixel to check the scaling."""
+    arrays = write_synthetic_pathmnist(folder, n, seed)
     arrays["train_images"][0, 0, 0] = [0, 128, 255]
-    (folder / "medmnist").mkdir(parents=True)
     np.savez_compressed(folder / "medmnist" / "pathmnist.npz", **arrays)
     return arrays
 

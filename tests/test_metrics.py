@@ -1,25 +1,17 @@
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import INCEPTION_WEIGHTS, needs_mnist
 from qdm import metrics
-
-WEIGHTS = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints" / \
-    "pt_inception-2015-12-05-6726825d.pth"
-SHARED_HUB = Path(__file__).resolve().parents[2] / "shared" / "data" / "torch_hub"
 
 
 @pytest.fixture(scope="module")
 def fid_model():
     """pytorch-fid's Inception with its real weights when present (CI: ../shared/data/torch_hub),
     else the same network with random weights (the properties tested hold for any weights)."""
-    if "TORCH_HOME" not in os.environ and SHARED_HUB.exists():
-        os.environ["TORCH_HOME"] = str(SHARED_HUB)
-    weights = Path(os.environ.get("TORCH_HOME", "")) / "hub" / "checkpoints" / WEIGHTS.name
-    if weights.exists():
+    if INCEPTION_WEIGHTS.exists():
         return metrics.inception()
     import pytorch_fid.inception as pi
     from unittest import mock
@@ -67,6 +59,16 @@ def test_fid_equals_pytorch_fid_on_the_same_images(tmp_path, fid_model, monkeypa
     assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-3)
 
 
+def test_frechet_distance_equals_pytorch_fids_routine():
+    """Our eigendecomposition route against pytorch-fid's sqrtm route, on full-rank features."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    rng = np.random.default_rng(0)
+    f1 = rng.standard_normal((600, 300)) * np.linspace(0.2, 3, 300)
+    f2 = rng.standard_normal((500, 300)) @ rng.standard_normal((300, 300)) * 0.2 + 0.3
+    theirs = calculate_frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+    assert metrics.frechet_distance(f1, f2) == pytest.approx(theirs, rel=1e-9)
+
+
 def test_kid_is_unbiased_and_detects_a_shift():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(200, 16)), rng.normal(size=(200, 16))
@@ -95,3 +97,13 @@ def test_reference_features_are_cached(tmp_path, monkeypatch):
     f2 = metrics.reference_features("mnist", [0], "test", 6, model)
     assert len(calls) == 1 and np.array_equal(f1, f2) and f1.shape == (6, 3)
     assert metrics.cache_path("mnist", [0], "test", 6).exists()
+
+
+@needs_mnist
+def test_paper_protocol_compares_with_the_first_real_images_of_all_digits(fid_model):
+    from qdm.data import load_images
+    train = load_images("mnist", "train", None)[:10]
+    same = metrics.paper_protocol(train[:5], "mnist", fid_model)
+    assert same["n"] == 5 and same["SSIM"] == pytest.approx(1.0) and abs(same["FID"]) < 1e-3
+    other = metrics.paper_protocol(train[5:10], "mnist", fid_model)   # five other real digits
+    assert other["SSIM"] < 0.5 and other["FID"] > 10 * max(abs(same["FID"]), 1e-3)

@@ -1,0 +1,182 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 7. Evaluation: what FID and SSIM say, and at what sample size
+#
+# **One idea:** a quality score means something only next to its floor (real images against real
+# images, at the same sample size) and its ceiling (noise against real images). The paper reports
+# FIDs of 5 to 13 images; at that size even real digits score like bad samples.
+#
+# ## The metrics
+#
+# **FID** (Eq. 11) compares Gaussian fits to Inception features of two image sets,
+#
+# $$
+# \mathrm{FID} = \lVert \mu_r - \mu_g \rVert^2 + \operatorname{Tr}\big(\Sigma_r + \Sigma_g - 2(\Sigma_r\Sigma_g)^{1/2}\big),
+# \tag{11}
+# $$
+#
+# with $\mu, \Sigma$ the mean and covariance of the 2048-dimensional pool3 features of
+# pytorch-fid's InceptionV3 (the FID weights). Grayscale digits are repeated to three channels
+# and resized to 299 by the network. The estimate is **biased**: with $N$ images the sample
+# covariance is noisy (and singular for $N \le 2048$), and the bias grows as $N$ shrinks.
+#
+# **KID** is the squared maximum mean discrepancy between the same features under the kernel
+# $k(a, b) = (a^\top b / d + 1)^3$, estimated without bias: its expectation is the population
+# value at every $N$, so small sets do not inflate it (they only make it noisier).
+#
+# **SSIM** (Eq. 12) compares two images through local means, variances and covariance,
+#
+# $$
+# \mathrm{SSIM}(x, y) = \frac{(2\mu_x\mu_y + C_1)(2\sigma_{xy} + C_2)}{(\mu_x^2 + \mu_y^2 + C_1)(\sigma_x^2 + \sigma_y^2 + C_2)} ,
+# \tag{12}
+# $$
+#
+# averaged over $7 \times 7$ windows (scikit-image, `data_range = 1`, `channel_axis` for RGB).
+# It compares *two given images*; the paper does not say which real image each sample is
+# compared with. We report two pairings: **SSIM** pairs every generated image with a random
+# real image of its class (fixed seed; the column comparable with the paper's), **SSIM_nearest**
+# takes each generated image's best SSIM over 200 real images of the class (how close a sample
+# comes to *some* real digit).
+
+# %% tags=["hide-input"]
+import os
+import warnings
+from pathlib import Path
+
+os.chdir(next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file()))
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Markdown, display
+
+import qdm
+from qdm import metrics
+from qdm.data import load_images
+from qdm.plots import image_grid
+
+# %matplotlib inline
+
+FAST = qdm.fast_mode()     # QDM_FAST=1: a few dozen images instead of thousands
+N = 32 if FAST else 1000   # images per set: our protocol's N
+DIGIT = 0
+inception = metrics.inception()
+print(f"fast mode: {FAST}; N = {N}; digit {DIGIT}")
+
+# %% [markdown]
+# ## The floor and the ceiling
+#
+# The real set of a digit is its **test** images. The floor is $N$ **training** images of the same
+# digit against them: a perfect generator would score about this. The ceiling is $N$ Gaussian
+# noise images (clipped to the pixel range). Between them, real images with added noise:
+
+# %%
+real = load_images("mnist", "test", [DIGIT])[:N]
+train = load_images("mnist", "train", [DIGIT])[:N]
+real_f = metrics.reference_features("mnist", [DIGIT], "test", len(real), inception)
+g = torch.Generator().manual_seed(0)
+noise = torch.randn(train.shape, generator=g).clamp(-1, 1)
+sigmas = [0.0, 0.1, 0.2, 0.4, 0.8]
+noisy = {s: (train + s * torch.randn(train.shape, generator=g)).clamp(-1, 1) for s in sigmas}
+
+rows = ["| images against the test set | FID | KID | SSIM (random pair) | SSIM_nearest |", "|---|---:|---:|---:|---:|"]
+scores = {}
+for name, images in [*((f"train + noise {s}", x) for s, x in noisy.items()), ("Gaussian noise", noise)]:
+    f = metrics.inception_features(images, inception)
+    scores[name] = s = {"FID": metrics.frechet_distance(f, real_f), "KID": metrics.kernel_inception_distance(f, real_f)[0],
+                        "SSIM": metrics.ssim_random_pairs(images, real),
+                        "SSIM_nearest": metrics.ssim_nearest_real(images[:16 if FAST else 200], real)}
+    rows.append(f"| {name} | {s['FID']:.1f} | {s['KID']:.4f} | {s['SSIM']:.3f} | {s['SSIM_nearest']:.3f} |")
+display(Markdown("\n".join(rows)))
+
+# %%
+fig, axes = plt.subplots(1, len(noisy) + 1, figsize=(2.2 * (len(noisy) + 1), 2.6))
+for ax, (name, images) in zip(axes, [*((f"+ noise {s}", x) for s, x in noisy.items()), ("noise", noise)]):
+    ax.imshow(image_grid(images[:16], nrow=4).permute(1, 2, 0), interpolation="nearest")
+    key = "Gaussian noise" if name == "noise" else f"train {name}"
+    ax.set(title=f"{name}\nFID {scores[key]['FID']:.0f}", xticks=[], yticks=[])
+fig.tight_layout()
+plt.show()
+assert scores["train + noise 0.0"]["FID"] < scores["train + noise 0.8"]["FID"]
+
+# %% [markdown]
+# FID grows steadily with the noise, and even the *floor* is not zero: two different sets of
+# real zeros differ at this $N$. SSIM with a random partner is low even for real digits (two
+# different zeros share few local structures), which is why the paper's SSIMs of about 0.1 say
+# little; the nearest-real SSIM separates real digits from noise much better.
+#
+# ## What N does to FID
+#
+# The same comparison, real training zeros against the test zeros, at growing $N$ (the test set
+# has 980 zeros; both sides use $N$ images). KID at the same sizes for contrast:
+
+# %%
+sizes = [8, 16, 32] if FAST else [10, 30, 100, 300, 980]
+all_train = load_images("mnist", "train", [DIGIT])
+all_test = load_images("mnist", "test", [DIGIT])
+f_train = metrics.inception_features(all_train[:max(sizes)], inception)
+f_test = metrics.reference_features("mnist", [DIGIT], "test", max(sizes), inception)
+fid_n = [metrics.frechet_distance(f_train[:n], f_test[:n]) for n in sizes]
+kid_n = [metrics.kernel_inception_distance(f_train[:n], f_test[:n])[0] for n in sizes]
+fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+ax[0].plot(sizes, fid_n, "o-")
+ax[0].set(xscale="log", xlabel="N (images per side)", ylabel="FID", title="real vs real zeros: FID")
+ax[1].plot(sizes, kid_n, "o-", color="C1")
+ax[1].axhline(0, color="k", lw=0.8)
+ax[1].set(xscale="log", xlabel="N (images per side)", ylabel="KID", title="real vs real zeros: KID (unbiased)")
+fig.tight_layout()
+plt.show()
+display(Markdown("| N | " + " | ".join(map(str, sizes)) + " |\n|---|" + "---:|" * len(sizes) + "\n| FID | "
+                 + " | ".join(f"{v:.1f}" for v in fid_n) + " |\n| KID | " + " | ".join(f"{v:.4f}" for v in kid_n) + " |"))
+assert fid_n[0] > fid_n[-1]
+
+# %% [markdown]
+# The FID of *identical distributions* falls by a large factor from the smallest $N$ to the largest:
+# comparing FIDs measured at different $N$ compares sample sizes, not models. KID stays near zero
+# at every $N$. Our tables therefore use one $N$ for every row (1000 by default) and print the
+# real-vs-real floor at that $N$ beside each model.
+#
+# The question for the whole dataset: $N = 1000$ against $N = 10000$ real MNIST images.
+# In full mode, the FID of 1000 training images (all digits) against the 10000 test images, and of
+# 10000 training images against the same test images; fast mode uses 40 and 120 against 120.
+
+# %%
+n_small, n_big = (40, 120) if FAST else (1000, 10000)
+f_all_test = metrics.reference_features("mnist", None, "test", n_big, inception)
+f_all_train = metrics.reference_features("mnist", None, "train", n_big, inception)
+fid_small = metrics.frechet_distance(f_all_train[:n_small], f_all_test)
+fid_big = metrics.frechet_distance(f_all_train, f_all_test)
+print(f"MNIST train vs test: FID at N = {n_small}: {fid_small:.2f}; at N = {n_big}: {fid_big:.2f}")
+assert fid_small > fid_big
+
+# %% [markdown]
+# ## The paper's measurement, imitated
+#
+# The official code compares 5 generated images (later 13) with the first 5 *training* images of
+# *all* digits (not the target digit), pairing image $i$ with image $i$ for SSIM, and takes FID
+# from these few feature vectors. `metrics.paper_protocol` does the same. Fed with *real* zeros
+# instead of generated ones, and with real digits of every class:
+
+# %%
+rows = ["| images (5 of them) | paper-protocol FID | paper-protocol SSIM |", "|---|---:|---:|"]
+for name, images in [("real zeros (test)", real[:5]), ("real zeros (other test images)", real[5:10]),
+                     ("real digits, all classes (train 5-9)", load_images("mnist", "train", None)[5:10]),
+                     ("Gaussian noise", noise[:5])]:
+    r = metrics.paper_protocol(images, "mnist", inception)
+    rows.append(f"| {name} | {r['FID']:.1f} | {r['SSIM']:.3f} |")
+display(Markdown("\n".join(rows)))
+
+# %% [markdown]
+# Real digits score FIDs in the same range as the paper's models (about 200-330 in Table I), and
+# pure noise does not score far above them: at $N = 5$ the FID measures mostly the sample size.
+# The paper's MNIST table therefore cannot tell a good generator from a poor one, and no
+# difference between its classical and quantum rows can be read from it. The reproduction
+# notebooks (8 and 9) use our protocol, with the floor and the ceiling beside every model.

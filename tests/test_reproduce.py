@@ -1,0 +1,88 @@
+"""`reproduce`: the fast preset fills both tables end to end, in the paper's layout, with the
+paper's numbers beside ours; a rerun skips finished cells; bad input fails before any work."""
+import csv
+import json
+
+import pytest
+
+from conftest import needs_inception, needs_mnist
+from qdm.errors import UserError
+from qdm.reproduce import PAPER_TABLE1, PAPER_TABLE2, reproduce
+from test_data import write_fake_pathmnist
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@needs_mnist
+@needs_inception
+def test_fast_table1_layout_paper_numbers_and_rerun_skips(tmp_path, monkeypatch):
+    monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    md = reproduce("table1", "fast", classes=[0, 1], runs_dir=runs, results_dir=results, device="cpu",
+                   progress=False)
+    rows = read_csv(results / "table1.csv")
+    assert list(rows[0]) == ["metric", "row", "0", "1", "Avg", "Std"]
+    by = {(r["metric"], r["row"]): r for r in rows}
+    # the paper's printed numbers, for the digits shown
+    for metric in ("SSIM", "FID"):
+        for model in ("classical", "quantum"):
+            paper = by[(metric, f"paper {model}")]
+            assert [float(paper[c]) for c in "01"] == PAPER_TABLE1[(metric, model)][:2]
+    # ours: every metric for both models and both reference rows, finite, in range
+    for metric in ("SSIM", "FID", "KID", "SSIM_nearest"):
+        for row in ("ours classical", "ours quantum", "ours real-vs-real", "ours noise-vs-real"):
+            values = [float(by[(metric, row)][c]) for c in "01"]
+            assert all(v == v for v in values), (metric, row)
+    for row in ("ours classical", "ours quantum", "ours real-vs-real", "ours noise-vs-real"):
+        assert all(-1 <= float(by[("SSIM", row)][c]) <= 1 for c in "01")
+    # the floor is below the ceiling: real training images are closer to the test set than noise
+    assert all(float(by[("FID", "ours real-vs-real")][c]) < float(by[("FID", "ours noise-vs-real")][c]) for c in "01")
+    cells = read_csv(results / "table1_cells.csv")
+    assert sorted((c["model"], c["cls"]) for c in cells) == [("classical", "0"), ("classical", "1"),
+                                                            ("quantum", "0"), ("quantum", "1")]
+    assert len(list((results / "table1_figures").glob("*.png"))) == 4
+    text = md.read_text()
+    assert "| FID | paper classical | 218.61 | 261.67 |" in text and "sampler = ddim" in text
+    cfg = json.loads((runs / "fast" / "mnist-0-quantum-seed0" / "config.json").read_text())
+    assert cfg["quantum"]["ansatz"] == "paper" and cfg["quantum"]["detach_input"] is True
+
+    # a rerun reuses every finished cell: no training, no sampling, identical numbers
+    metrics_files = sorted(runs.glob("fast/*/metrics-*.json"))
+    before = {p: p.stat().st_mtime_ns for p in metrics_files}
+    import qdm.reproduce as r
+    monkeypatch.setattr(r, "train", lambda *a, **k: pytest.fail("a finished cell was retrained"))
+    monkeypatch.setattr(r, "evaluate_checkpoint", lambda *a, **k: pytest.fail("a finished cell was re-evaluated"))
+    reproduce("table1", "fast", classes=[0, 1], runs_dir=runs, results_dir=results, device="cpu", progress=False)
+    assert {p: p.stat().st_mtime_ns for p in metrics_files} == before
+    assert read_csv(results / "table1.csv") == rows
+
+
+@needs_inception
+def test_fast_table2_on_a_file_in_medmnist_format(tmp_path, monkeypatch):
+    monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
+    write_fake_pathmnist(tmp_path / "data", n=45)
+    results = tmp_path / "results"
+    reproduce("table2", "fast", models=["classical"], runs_dir=tmp_path / "runs", results_dir=results,
+              device="cpu", data_dir=str(tmp_path / "data"), progress=False)
+    rows = read_csv(results / "table2.csv")
+    assert list(rows[0]) == ["metric", "row", "all", "1", "Avg", "Std"]
+    by = {(r["metric"], r["row"]): r for r in rows}
+    assert float(by[("FID", "paper quantum")]["all"]) == PAPER_TABLE2[("FID", "quantum")]
+    assert float(by[("FID", "ours classical")]["all"]) > 0 and float(by[("FID", "ours classical")]["1"]) > 0
+    cfg = json.loads((tmp_path / "runs" / "fast" / "pathmnist-1-classical-seed0" / "config.json").read_text())
+    assert cfg["dataset"] == "pathmnist" and cfg["classes"] == [1]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(table="table3"), "unknown table 'table3'"),
+    (dict(table="table1", models=["hybrid"]), "unknown model 'hybrid'"),
+    (dict(table="table1", preset="huge"), "unknown preset 'huge'"),
+    (dict(table="table1", classes=[10]), "mnist has no class 10: use 0-9"),
+])
+def test_bad_input_fails_before_any_work(tmp_path, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        reproduce(runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", device="cpu", **kwargs)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
