@@ -34,7 +34,7 @@ def test_train_then_sample_smoke(tmp_path):
 
 
 def test_help_on_every_command():
-    for cmd in ["train", "sample", "info"]:
+    for cmd in ["train", "sample", "evaluate", "reproduce", "info"]:
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
@@ -57,6 +57,13 @@ def test_bad_input_gives_one_line(tmp_path, capsys):
     one_line_error(capsys, ["sample", str(tmp_path / "junk.pt")], "is corrupt or not a torch file")
     torch.save({"weights": 1}, tmp_path / "other.pt")
     one_line_error(capsys, ["sample", str(tmp_path / "other.pt")], "is not a qdm checkpoint")
+    one_line_error(capsys, ["evaluate", str(tmp_path / "nope.pt")], "checkpoint not found")
+    one_line_error(capsys, ["evaluate", str(tmp_path / "junk.pt")], "is corrupt or not a torch file")
+    one_line_error(capsys, ["reproduce", "table3", "--results-dir", str(tmp_path / "r")], "unknown table 'table3'")
+    one_line_error(capsys, ["reproduce", "table1", "--digits", "0,x"], "must be")
+    one_line_error(capsys, ["reproduce", "table1", "--models", "hybrid"], "unknown model 'hybrid'")
+    one_line_error(capsys, ["reproduce", "table1", "--seeds", "a"], "--seeds must be comma-separated integers")
+    assert not (tmp_path / "r").exists()
 
 
 def test_mismatched_checkpoint(tmp_path, capsys, tiny_data):
