@@ -35,9 +35,31 @@ run: install
 	$(PY) -m qdm train --preset quick --digit 0 --model quantum --out runs/quickstart/quantum --resume
 	@echo "output folder: runs/quickstart (samples.png, loss.png, summary.json in each model's folder)"
 
-# The tests: pytest, and every notebook executed through nbmake in fast mode.
-test: install
-	QDM_FAST=1 $(PY) -m pytest -q tests --nbmake notebooks
+# The tests: the book is built (every notebook executed in fast mode, -W), then pytest runs the
+# unit tests, every notebook again through nbmake, and tests/test_book.py, which opens the built
+# pages in headless Chromium (required here: a missing book fails instead of skipping).
+test: book
+	QDM_FAST=1 QDM_BOOK_REQUIRED=1 $(PY) -m pytest -q tests --nbmake notebooks
 
 bench: install
-	$(PY) benchmarks/bench_quantum.py
+	$(PY) benchmarks/bench_quantum.py --out results/bench_quantum.md
+
+# The book (Jupyter Book 1.x, book/_config.yml) in book/_build/html, every notebook executed in
+# fast mode; -W: any warning fails it. Two Debian packages, installed only when missing:
+# libjs-mathjax, the MathJax that book/_ext/offline_mathjax.py copies into the HTML (math renders
+# offline), and chromium, the browser tests/test_book.py opens the built pages in.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+BOOK_NEEDS := /usr/bin/chromium:chromium /usr/share/javascript/mathjax/MathJax.js:libjs-mathjax
+
+book: install
+	@missing=""; for need in $(BOOK_NEEDS); do \
+	  test -e "$${need%%:*}" || missing="$$missing $${need#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing the book's system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	QDM_FAST=1 $(VENV)/bin/jupyter-book build . --config book/_config.yml --toc _toc.yml --path-output book -W -n --keep-going
+
+clean-book:
+	rm -rf book/_build
