@@ -15,9 +15,19 @@ def _at(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 class Diffusion:
-    def __init__(self, schedule: NoiseSchedule):
+    """noise: the source of epsilon, noise(shape, generator, device) -> tensor (e.g.
+    qdm.noise.quantum_randn); None (the default) is torch.randn."""
+
+    def __init__(self, schedule: NoiseSchedule, noise=None):
         self.schedule = schedule
         self.T = schedule.T
+        self.noise = noise
+
+    def randn(self, shape, generator=None, device="cpu"):
+        """epsilon ~ N(0, I) from the noise source."""
+        if self.noise is None:
+            return torch.randn(shape, generator=generator, device=device)
+        return self.noise(shape, generator=generator, device=device)
 
     def q_sample(self, x0, t, noise):
         """Eq. 1 / 13: x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps.
@@ -25,13 +35,17 @@ class Diffusion:
         ab = _at(self.schedule.alpha_bars, t)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
-    def loss(self, model, x0, generator=None, t=None, noise=None):
-        """Eq. 4 / 13: || eps_theta(x_t, t) - eps ||^2 with t ~ U{0..T-1}, eps ~ N(0, I)."""
+    def loss(self, model, x0, generator=None, t=None, noise=None, weights=None):
+        """Eq. 4 / 13: || eps_theta(x_t, t) - eps ||^2 with t ~ U{0..T-1}, eps ~ N(0, I);
+        weights (B,): per-sample factors on the loss (importance weights of a non-uniform t)."""
         if t is None:
             t = torch.randint(0, self.T, (x0.shape[0],), generator=generator, device=x0.device)
         if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device)
-        return F.mse_loss(model(self.q_sample(x0, t, noise), t), noise)
+            noise = self.randn(x0.shape, generator, x0.device)
+        if weights is None:
+            return F.mse_loss(model(self.q_sample(x0, t, noise), t), noise)
+        per_sample = (model(self.q_sample(x0, t, noise), t) - noise).square().flatten(1).mean(1)
+        return (weights.to(per_sample) * per_sample).mean()
 
     def predict_x0(self, x_t, t, eps):
         """Invert Eq. 1 for x_0 given the predicted noise, clamped to the data range [-1, 1]."""
@@ -43,14 +57,14 @@ class Diffusion:
         """Ancestral sampling (Ho et al. 2020): x_{t-1} ~ q(x_{t-1} | x_t, x0-hat), with
         x0-hat clamped to [-1, 1] and the posterior variance beta-tilde, as the official code."""
         s = self.schedule
-        x = torch.randn(shape, generator=generator, device=device)
+        x = self.randn(shape, generator, device)
         for i in tqdm(reversed(range(self.T)), total=self.T, desc="DDPM", disable=not progress):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
             x0 = self.predict_x0(x, t, model(x, t))
             if i == 0:
                 return x0
             mean = _at(s.posterior_coef_x0, t) * x0 + _at(s.posterior_coef_xt, t) * x
-            z = torch.randn(shape, generator=generator, device=device)
+            z = self.randn(shape, generator, device)
             x = mean + _at(s.posterior_variance, t).sqrt() * z
         return x
 
@@ -60,7 +74,7 @@ class Diffusion:
         deterministic given the starting noise, eta = 1 is DDPM-like."""
         ab = self.schedule.alpha_bars
         times = torch.linspace(self.T - 1, 0, steps).round().long().unique_consecutive().tolist()
-        x = torch.randn(shape, generator=generator, device=device)
+        x = self.randn(shape, generator, device)
         for k, i in enumerate(tqdm(times, desc=f"DDIM-{steps}", disable=not progress)):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
             eps = model(x, t)
@@ -72,7 +86,7 @@ class Diffusion:
             sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)) ** 0.5
             x = a_prev ** 0.5 * x0 + (1 - a_prev - sigma ** 2) ** 0.5 * eps
             if sigma > 0:
-                x = x + sigma * torch.randn(shape, generator=generator, device=device)
+                x = x + sigma * self.randn(shape, generator, device)
         return x
 
     def sample(self, model, shape, sampler="ddpm", steps=None, generator=None, device="cpu", progress=False):

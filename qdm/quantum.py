@@ -454,11 +454,16 @@ def _pennylane():
 
 @functools.lru_cache(maxsize=32)
 def make_qnode(n_qubits: int, n_layers: int, ansatz: str = "paper", pl_device: str = "default.qubit",
-               diff_method: str = "backprop", shots: int | None = None, seed: int | None = None):
+               diff_method: str = "backprop", shots: int | None = None, seed: int | None = None,
+               channel: str | None = None, p: float = 0.0):
     """The circuit as a PennyLane QNode (interface torch): qnode(x, weights) -> tuple of n
     expectation values. x may be (n,) or (B, n): a batch runs as one broadcast execution.
-    Cached per configuration, so copies of a gate share one device."""
+    Cached per configuration, so copies of a gate share one device. channel ("depolarizing" or
+    "bitflip", qdm.noise) with probability p acts on every qubit after each layer's CNOT chain;
+    it needs a mixed-state device, so default.qubit is then replaced by default.mixed."""
     check_ansatz(ansatz)
+    if channel is not None and pl_device == "default.qubit":
+        pl_device = "default.mixed"
     if shots is not None and diff_method == "backprop":
         raise UserError("diff_method='backprop' cannot differentiate finite-shot estimates: use "
                         "diff_method='parameter-shift' with shots, or shots=None")
@@ -483,16 +488,18 @@ def make_qnode(n_qubits: int, n_layers: int, ansatz: str = "paper", pl_device: s
                     qml.RY(weights[layer, i, 0], wires=i)
             for c, t in cnot_chain(n_qubits):
                 qml.CNOT(wires=[c, t])
+            for i in range(n_qubits if channel is not None else 0):
+                {"depolarizing": qml.DepolarizingChannel, "bitflip": qml.BitFlip}[channel](p, wires=i)
         return [qml.expval(qml.PauliZ(i)) for i in range(n_qubits)]
 
     return qml.QNode(circuit, dev, interface="torch", diff_method=diff_method, shots=shots)
 
 
 def pennylane_outputs(x, weights, ansatz, pl_device="default.qubit", diff_method="backprop",
-                      shots=None, seed=None) -> torch.Tensor:
+                      shots=None, seed=None, channel=None, p=0.0) -> torch.Tensor:
     """<Z_i> from a PennyLane QNode, x (B, n) -> (B, n) in x's dtype."""
     L, n, _ = weights.shape
-    qnode = make_qnode(n, L, ansatz, pl_device, diff_method, shots, seed)
+    qnode = make_qnode(n, L, ansatz, pl_device, diff_method, shots, seed, channel, p)
     out = qnode(x, weights)
     return torch.stack([torch.as_tensor(o) for o in out], dim=-1).reshape(x.shape).to(x.dtype)
 
@@ -503,15 +510,20 @@ def pennylane_outputs(x, weights, ansatz, pl_device="default.qubit", diff_method
 def circuit_outputs(x: torch.Tensor, weights: torch.Tensor, ansatz: str = "paper",
                     backend: str = "exact", *, pl_device: str = "default.qubit",
                     diff_method: str = "backprop", shots: int | None = None,
-                    seed: int | None = None) -> torch.Tensor:
-    """Eq. 7, z_i = <Z_i>, for a batch of circuit inputs x (B, n) and weights (L, n, k)."""
+                    seed: int | None = None, channel: str | None = None, p=0.0) -> torch.Tensor:
+    """Eq. 7, z_i = <Z_i>, for a batch of circuit inputs x (B, n) and weights (L, n, k).
+    shots and channel noise (qdm.noise): with the exact backend shots are sampled exactly
+    (an int, or per-sample counts (B,) with inf = exact) and p may be per sample (B,)."""
     check_ansatz(ansatz)
     check_backend(backend)
     if x.dim() != 2 or weights.shape != weight_shape(ansatz, x.shape[1], weights.shape[0]):
         raise ValueError(f"expected x (B, n) and weights {weight_shape(ansatz, x.shape[-1], 1)[1:]} "
                          f"per layer, got {tuple(x.shape)} and {tuple(weights.shape)}")
     if backend == "pennylane":
-        return pennylane_outputs(x, weights, ansatz, pl_device, diff_method, shots, seed)
+        return pennylane_outputs(x, weights, ansatz, pl_device, diff_method, shots, seed, channel, p)
+    if shots is not None or channel is not None:
+        from qdm.noise import noisy_outputs
+        return noisy_outputs(x, weights, ansatz, shots, channel, p)
     if ansatz == "paper":
         # The weights do not enter (module docstring); 0 * sum keeps them in the graph so
         # that they receive the exact zero gradient that PennyLane also gives them.
@@ -526,8 +538,15 @@ class QuantumGate(nn.Module):
     ansatz: "paper" | "rz_ry" | "ry" (module docstring). backend: "exact" | "pennylane".
     detach_input: reproduce the official code, which detaches the circuit's input so that the
         Linear in front of the circuit never trains (off by default).
-    pl_device, diff_method, shots: the PennyLane device name, differentiation method and shot
-        count (None = exact expectation values); used by the pennylane backend only.
+    pl_device, diff_method: the PennyLane device name and differentiation method.
+    shots: finite shots (None = exact expectation values): PennyLane's, or with the exact backend
+        bitstrings sampled exactly, forward = estimate, backward = exact gradient (qdm.noise).
+    channel, noise_p: "depolarizing" | "bitflip" with probability noise_p after every layer
+        (qdm.noise: closed form for "paper", Monte-Carlo trajectories otherwise; default.mixed
+        with the pennylane backend). None: no channel (the default).
+    noise_schedule, T: the noise level g(t) over the T diffusion steps, "constant" (default),
+        "linear" or "cosine": p g(t) and S / g(t)^2 shots for a sample at step t (exact backend).
+        The U-Net passes t because ``takes_t`` is True; called without t the level is 1.
     The circuit weights are one parameter of shape (L, n, k), uniform in [0, 2 pi) from torch's
     global RNG, as PennyLane's TorchLayer initialises them; both backends use the same weights,
     so a checkpoint trained with one runs with the other."""
@@ -535,16 +554,21 @@ class QuantumGate(nn.Module):
     def __init__(self, channels: int = 128, n_qubits: int = 16, n_layers: int = 3,
                  ansatz: str = "paper", backend: str = "exact", detach_input: bool = False,
                  pl_device: str = "default.qubit", diff_method: str = "backprop",
-                 shots: int | None = None):
+                 shots: int | None = None, channel: str | None = None, noise_p: float = 0.0,
+                 noise_schedule: str = "constant", T: int = 1000):
         super().__init__()
         check_ansatz(ansatz)
         check_backend(backend)
+        if shots is not None or channel is not None or noise_p != 0.0 or noise_schedule != "constant":
+            from qdm.noise import check_gate_noise
+            check_gate_noise(backend, shots, channel, noise_p, noise_schedule)
         if backend == "pennylane" and shots is not None and diff_method == "backprop":
             raise UserError("diff_method='backprop' cannot differentiate finite-shot estimates: "
                             "use diff_method='parameter-shift' with shots, or shots=None")
         self.channels, self.n_qubits, self.n_layers = channels, n_qubits, n_layers
         self.ansatz, self.backend, self.detach_input = ansatz, backend, detach_input
         self.pl_device, self.diff_method, self.shots = pl_device, diff_method, shots
+        self.channel, self.noise_p, self.noise_schedule, self.T = channel, noise_p, noise_schedule, T
         self.to_qubits = nn.Linear(channels, n_qubits)
         self.weights = nn.Parameter(torch.empty(weight_shape(ansatz, n_qubits, n_layers)))
         nn.init.uniform_(self.weights, 0.0, 2 * math.pi)
@@ -553,16 +577,25 @@ class QuantumGate(nn.Module):
     def config(self) -> dict:
         """The constructor arguments, for a run's config JSON."""
         return {k: getattr(self, k) for k in ("channels", "n_qubits", "n_layers", "ansatz", "backend",
-                                              "detach_input", "pl_device", "diff_method", "shots")}
+                                              "detach_input", "pl_device", "diff_method", "shots",
+                                              "channel", "noise_p", "noise_schedule", "T")}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    takes_t = True   # the U-Net passes the diffusion step t to forward (for noise_schedule)
+
+    def forward(self, h: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         B, C = h.shape[:2]
         x = self.to_qubits(h.mean(dim=(2, 3)))                        # (B, n)
         if self.detach_input:
             x = x.detach()
+        shots, p = self.shots, self.noise_p
+        if t is not None and self.noise_schedule != "constant":      # per-sample level g(t)
+            from qdm.noise import noise_level, shots_at
+            g = noise_level(t.cpu(), self.T, self.noise_schedule)
+            shots, p = (None if shots is None else shots_at(shots, g)), p * g
         z = circuit_outputs(x, self.weights, self.ansatz, self.backend, pl_device=self.pl_device,
-                            diff_method=self.diff_method, shots=self.shots)   # Eq. 7, (B, n)
+                            diff_method=self.diff_method, shots=shots, channel=self.channel,
+                            p=p)                                      # Eq. 7, (B, n)
         return h * self.from_qubits(z).view(B, C, 1, 1)               # Eq. 8

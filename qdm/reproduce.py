@@ -10,7 +10,12 @@ ceiling). The quantum cells run the paper's circuit as the official code ran it 
 ansatz, circuit input detached; see qdm.quantum).
 """
 import json
+import multiprocessing
+import os
+import socket
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +24,8 @@ import torch
 from qdm import metrics
 from qdm.checkpoint import atomic_write, csv_text, write_json, write_text
 from qdm.data import DATASETS, load_images
-from qdm.diffusion import Diffusion
 from qdm.errors import UserError
-from qdm.schedule import make_schedule
-from qdm.train import make_config, model_from_checkpoint, resolve_device, train
+from qdm.train import make_config, make_diffusion, model_from_checkpoint, resolve_device, train
 
 # Table I and II of the paper, as printed (SSIM, FID; per digit 0-9 then Avg, Std).
 PAPER_TABLE1 = {
@@ -81,7 +84,7 @@ def score(generated: torch.Tensor, real: torch.Tensor, real_features: np.ndarray
 def generate(checkpoint, proto: dict, device="cpu", progress=False):
     """proto['n'] images from a checkpoint's EMA weights, in batches of 500, seeded."""
     model, cfg = model_from_checkpoint(checkpoint, device)
-    diffusion = Diffusion(make_schedule(cfg.schedule, cfg.T))
+    diffusion = make_diffusion(cfg)            # its schedule and epsilon source (qdm.noise)
     batches = torch.arange(proto["n"]).split(500)
     images = [diffusion.sample(model, (len(b), DATASETS[cfg.dataset][0], 28, 28), proto["sampler"], proto["steps"],
                                generator=torch.Generator().manual_seed(proto["seed"] + i), device=device,
@@ -136,17 +139,20 @@ def cell_figure(generated: torch.Tensor, real: torch.Tensor, title: str, path: P
 
 
 def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int, proto: dict,
-             fid_model, device, data_dir=None, figure: Path | None = None, progress=True) -> dict:
+             fid_model, device, data_dir=None, figure: Path | None = None, progress=True,
+             overrides: dict | None = None) -> dict:
     """Train (or resume, or reuse) one cell and evaluate its best EMA model. The metrics file,
-    named after the protocol, marks the cell finished for that protocol and is never rewritten."""
+    named after the protocol, marks the cell finished for that protocol and is never rewritten.
+    ``overrides``: more TrainConfig values (e.g. ``quantum``, replacing QUANTUM_AS_PAPER)."""
     done = folder / f"metrics-{proto['sampler']}{proto['steps']}-n{proto['n']}-real{proto['n_real']}-seed{proto['seed']}.json"
     if done.exists():
         return json.loads(done.read_text())
     if not (folder / "summary.json").exists():
         cfg = make_config(preset, dataset=dataset, classes=None if cls is None else [cls], model=model,
                           seed=seed, device=str(device), data_dir=data_dir,
-                          quantum=QUANTUM_AS_PAPER if model == "quantum" else {},
-                          grid_sampler="ddim")   # per-epoch previews only; training is the preset's
+                          **{"quantum": QUANTUM_AS_PAPER if model == "quantum" else {},
+                             "grid_sampler": "ddim",   # per-epoch previews only; training is the preset's
+                             **(overrides or {})})
         train(cfg, folder, resume=True, progress=progress)
     summary = json.loads((folder / "summary.json").read_text())
     result, images, real = evaluate_checkpoint(folder / "best.pt", proto, fid_model, device, data_dir, progress)
@@ -166,7 +172,7 @@ def _fmt(x, metric):
     return f"{x:.4f}" if metric in ("SSIM", "SSIM_nearest", "KID") else f"{x:.2f}"
 
 
-def _mean_std(values):
+def mean_std(values):
     v = [x for x in values if x is not None]
     if not v:
         return None, None
@@ -206,14 +212,14 @@ def write_tables(table: str, cells: list[dict], refs: dict, columns: list, proto
                 add(metric, f"paper {model}", paper[:-2], paper[-2:])
             per_col = [[c[metric] for c in cells if c["model"] == model and c["cls"] == column(k)] for k in columns]
             if any(per_col):
-                means = [_mean_std(v)[0] for v in per_col]
+                means = [mean_std(v)[0] for v in per_col]
                 text = [_fmt(m, metric) + (f" ± {_fmt(float(np.std(v, ddof=1)), metric)}" if len(v) > 1 else "")
                         for m, v in zip(means, per_col)]
-                add(metric, f"ours {model}", means, list(_mean_std(means)), text)
+                add(metric, f"ours {model}", means, list(mean_std(means)), text)
         for ref in ("real-vs-real", "noise-vs-real"):
             values = [refs[k][ref][metric] if k in refs else None for k in columns]
             if any(v is not None for v in values):
-                add(metric, f"ours {ref}", values, list(_mean_std(values)))
+                add(metric, f"ours {ref}", values, list(mean_std(values)))
     seeds = sorted({c["seed"] for c in cells})
     done = sorted({(c["model"], c["cls"]) for c in cells})
     md += ["", f"Ours: {len(cells)} finished cells (model, class): {done}; mean over seeds {seeds}, ± their std.",
@@ -228,11 +234,74 @@ def write_tables(table: str, cells: list[dict], refs: dict, columns: list, proto
     return out_dir / f"{table}.md"
 
 
+@contextmanager
+def cell_lock(path: Path):
+    """Hold ``path`` as an exclusive lock file (created atomically, so two workers, or two
+    machines sharing the runs folder, never run the same cell); yields False when another live
+    process holds it. A lock left by a dead process on this host is taken over; one from another
+    host must be deleted by hand if that machine died."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            host, _, pid = path.read_text().strip().partition(" ")
+            if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+                yield False
+                return
+            path.unlink(missing_ok=True)           # stale: its process is gone
+    else:
+        yield False
+        return
+    os.write(fd, me.encode())
+    os.close(fd)
+    try:
+        yield True
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_worker_inception = {}
+
+
+def _init_worker(threads: int):
+    torch.set_num_threads(threads)
+
+
+def run_task(root: Path, preset: str, table: str, dataset: str, cls, model: str, seed: int, proto: dict,
+             device, data_dir, results: Path, progress: bool, fid_model=None):
+    """One cell with its column's reference rows, under the cell's lock. Returns
+    (reference rows, cell result or None when another process holds the cell)."""
+    if fid_model is None:                           # in a worker process: one Inception per process
+        fid_model = _worker_inception.setdefault(str(device), metrics.inception(device))
+    name = f"{dataset}-{column(cls)}-{model}-seed{seed}"
+    with cell_lock(root / "locks" / f"{name}.lock") as mine:
+        if not mine:
+            return None, None
+        refs = reference_rows(root, dataset, cls, proto, fid_model, device, data_dir)
+        return refs, run_cell(root / name, preset, dataset, cls, model, seed, proto, fid_model, device,
+                              data_dir, results / f"{table}_figures" / f"{name}.png", progress)
+
+
 def reproduce(table: str, preset: str = "paper", classes: list | None = None, models=MODELS,
               seeds=(0,), proto: dict | None = None, runs_dir="runs/reproduce", results_dir=None,
-              device="auto", data_dir=None, progress=True) -> Path:
+              device="auto", data_dir=None, progress=True, jobs: int = 1) -> Path:
     """Fill one table cell by cell (resumable); returns the path of the Markdown table.
-    Results go to results/ for real presets and to <runs_dir>/<preset>/results for "fast"."""
+    Results go to results/ for real presets and to <runs_dir>/<preset>/results for "fast".
+    ``jobs`` > 1 runs that many cells at once in worker processes (each with cores / jobs
+    threads); the tables are rewritten by this process after every finished cell."""
     if table not in TABLES:
         raise UserError(f"unknown table {table!r}: choose table1 or table2")
     dataset, columns = TABLES[table]
@@ -246,24 +315,51 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     bad = [m for m in models if m not in MODELS]
     if bad:
         raise UserError(f"unknown model {bad[0]!r}: choose from {', '.join(MODELS)}")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
     make_config(preset, dataset=dataset)                  # an unknown preset fails before any work
     proto = proto or protocol(preset)
     device = resolve_device(device)
-    fid_model = metrics.inception(device)
     root = Path(runs_dir) / preset
     results = Path(results_dir or ("results" if preset != "fast" else root / "results"))
-    cells, refs = [], {}
-    for cls in columns:
-        refs[cls] = reference_rows(root, dataset, cls, proto, fid_model, device, data_dir)
-        for model in models:
-            for seed in seeds:
-                name = f"{dataset}-{column(cls)}-{model}-seed{seed}"
-                if progress:
-                    print(f"[reproduce {table}] cell {name}", flush=True)
-                cells.append(run_cell(root / name, preset, dataset, cls, model, seed, proto, fid_model, device,
-                                      data_dir, results / f"{table}_figures" / f"{name}.png", progress))
-                path = write_tables(table, cells, refs, columns, proto, preset, results)
-    return path
+    tasks = [(cls, model, seed) for cls in columns for model in models for seed in seeds]
+    cells, refs, skipped = [], {}, []
+
+    def collect(task, out):
+        ref, cell = out
+        if cell is None:
+            skipped.append(task)
+            print(f"[reproduce {table}] cell {task} is being run by another process: skipped", flush=True)
+            return
+        refs[task[0]] = ref
+        cells.append(cell)
+        write_tables(table, cells, refs, columns, proto, preset, results)
+        if progress:
+            print(f"[reproduce {table}] cell {task} done: FID {cell['FID']:.2f}, SSIM {cell['SSIM']:.4f}", flush=True)
+
+    args = (root, preset, table, dataset)
+    if jobs == 1:
+        fid_model = metrics.inception(device)
+        for task in tasks:
+            if progress:
+                print(f"[reproduce {table}] cell {task}", flush=True)
+            collect(task, run_task(*args, *task, proto, device, data_dir, results, progress, fid_model))
+    else:
+        metrics.inception(device)                         # a missing weights file fails here, once
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        # columns innermost: the first cells to run at once are of different columns, so that
+        # workers do not compute the same column's reference rows side by side
+        tasks.sort(key=lambda task: (task[1], task[2]))
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(run_task, *args, *task, proto, str(device), data_dir, results, False): task
+                       for task in tasks}
+            for future in as_completed(futures):
+                collect(futures[future], future.result())
+    if not cells:
+        raise UserError("no cell was finished: every cell is held by another process (see "
+                        f"{root / 'locks'}; delete a lock whose process has died)")
+    return results / f"{table}.md"
 
 
 def plot_table(csv_path, metric: str = "FID", ax=None):

@@ -30,6 +30,24 @@ def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
     return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64)
 
 
+def sigmoid_alpha_bar(t: torch.Tensor, T: int, start: float = -3.0, end: float = 3.0,
+                      tau: float = 1.0) -> torch.Tensor:
+    """The sigmoid schedule (Chen 2023, "On the importance of noise scheduling", Algorithm 1):
+    alpha-bar(t) = (v_end - sigmoid(((t/T)(end - start) + start)/tau)) / (v_end - v_start),
+    v = sigmoid(end/tau), sigmoid(start/tau): 1 at t = 0, 0 at t = T."""
+    v_start, v_end = torch.sigmoid(torch.tensor(start / tau)), torch.sigmoid(torch.tensor(end / tau))
+    out = torch.sigmoid((t / T * (end - start) + start) / tau)
+    return (v_end.to(out) - out) / (v_end - v_start).to(out)
+
+
+def sigmoid_betas(T: int = 1000, start: float = -3.0, end: float = 3.0, tau: float = 1.0,
+                  beta_min: float = 1e-4, beta_max: float = 0.999) -> torch.Tensor:
+    """beta_t = 1 - alpha-bar_t / alpha-bar_{t-1} of the sigmoid schedule, clipped as the cosine's."""
+    t = torch.arange(T + 1, dtype=torch.float64)
+    ab = sigmoid_alpha_bar(t, T, start, end, tau).clamp(min=1e-9)
+    return (1 - ab[1:] / ab[:-1]).clamp(beta_min, beta_max)
+
+
 @dataclass
 class NoiseSchedule:
     """betas, alphas = 1 - betas, alpha-bars (their running product, Eq. 1) and the
@@ -47,7 +65,7 @@ class NoiseSchedule:
         self.posterior_coef_xt = (1 - self.alpha_bars_prev) * self.alphas.sqrt() / (1 - self.alpha_bars)
 
 
-SCHEDULES = {"cosine": cosine_betas, "linear": linear_betas}
+SCHEDULES = {"cosine": cosine_betas, "linear": linear_betas, "sigmoid": sigmoid_betas}
 
 
 def make_schedule(name: str = "cosine", T: int = 1000) -> NoiseSchedule:

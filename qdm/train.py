@@ -9,6 +9,7 @@ A run lives in one folder:
     best.pt       the EMA weights with the lowest validation loss
 """
 import copy
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +23,8 @@ from qdm.checkpoint import atomic_write, csv_text, load_checkpoint, save_checkpo
 from qdm.data import DATASETS, check_dataset, train_val_images
 from qdm.diffusion import Diffusion
 from qdm.errors import UserError
+from qdm.gates import CONTROL_GATES
+from qdm.noise import T_SAMPLING, check_choice, eps_function, sample_t
 from qdm.plots import plot_losses, save_grid
 from qdm.schedule import make_schedule
 from qdm.unet import UNet, count_parameters
@@ -32,7 +35,7 @@ class TrainConfig:
     """Defaults are the paper's recipe (Section V-A): 30 epochs, batch 64, Adam 3e-4, EMA 0.999."""
     dataset: str = "mnist"
     classes: list | None = field(default_factory=lambda: [0])   # None: all classes
-    model: str = "classical"            # classical | quantum
+    model: str = "classical"            # classical | quantum | cosine | mlp | se (see MODELS)
     quantum: dict = field(default_factory=dict)  # options of qdm.quantum.QuantumGate
     epochs: int = 30
     steps_per_epoch: int | None = None  # None: every batch of the training set
@@ -40,8 +43,13 @@ class TrainConfig:
     lr: float = 3e-4
     ema_decay: float = 0.999
     ema_warmup: bool = False            # decay min(beta, (1+n)/(10+n)) at update n (not in the paper)
-    schedule: str = "cosine"
+    schedule: str = "cosine"            # cosine (the paper) | linear | sigmoid
     T: int = 1000
+    # quantum noise and noise scheduling (qdm.noise); the gate's shots, channel, noise_p and
+    # noise_schedule live in `quantum`
+    eps_source: str = "torch"           # torch | quantum: the source of the diffusion noise epsilon
+    t_sampling: str = "uniform"         # uniform (the paper) | linear | cosine: weighted t in training
+    t_reweight: bool = False            # with a weighted t: importance weights 1/(T p(t)) on the loss
     seed: int = 0
     val_size: int = 256
     best_by: str = "val"                # val (EMA validation loss) | last_batch (the official code)
@@ -89,17 +97,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+MODELS = ("classical", "quantum", *CONTROL_GATES)   # the gate at the bottleneck: none, the VQC, qdm.gates
+
+
 def build_model(cfg: TrainConfig) -> UNet:
-    """The U-Net with the gate the config names (Eq. 8): none for classical, the VQC for quantum."""
+    """The U-Net with the gate the config names (Eq. 8): none for classical, the VQC for quantum,
+    a classical control gate of qdm.gates for cosine, mlp and se."""
     check_dataset(cfg.dataset, cfg.classes)
     if cfg.model == "classical":
         gate = None
     elif cfg.model == "quantum":
         from qdm.quantum import QuantumGate
-        gate = QuantumGate(**cfg.quantum)
+        gate = QuantumGate(**{"T": cfg.T, **cfg.quantum})
+    elif cfg.model in CONTROL_GATES:
+        gate = CONTROL_GATES[cfg.model]()
     else:
-        raise UserError(f"unknown model {cfg.model!r}: choose classical or quantum")
+        raise UserError(f"unknown model {cfg.model!r}: choose {', '.join(MODELS[:-1])} or {MODELS[-1]}")
     return UNet(in_channels=DATASETS[cfg.dataset][0], gate=gate)
+
+
+def make_diffusion(cfg: TrainConfig) -> Diffusion:
+    """The config's diffusion schedule and epsilon source (torch.randn, or qdm.noise.quantum_randn)."""
+    return Diffusion(make_schedule(cfg.schedule, cfg.T), noise=eps_function(cfg.eps_source))
 
 
 @torch.no_grad()
@@ -130,7 +149,8 @@ def model_from_checkpoint(path, device="cpu", weights: str = "ema"):
 
 
 RESUME_MUST_MATCH = ("dataset", "classes", "model", "quantum", "batch_size", "lr", "ema_decay",
-                     "ema_warmup", "schedule", "T", "seed", "val_size", "steps_per_epoch")
+                     "ema_warmup", "schedule", "T", "seed", "val_size", "steps_per_epoch",
+                     "eps_source", "t_sampling", "t_reweight")
 
 
 def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
@@ -139,7 +159,8 @@ def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) 
     if resume and last.exists():
         state = load_checkpoint(last)
         old = state["config"]
-        diff = [k for k in RESUME_MUST_MATCH if old.get(k) != asdict(cfg).get(k)]
+        defaults = asdict(TrainConfig())    # for fields newer than the run
+        diff = [k for k in RESUME_MUST_MATCH if old.get(k, defaults[k]) != asdict(cfg).get(k)]
         if diff:
             raise UserError(f"cannot resume {out}: its run has a different {', '.join(diff)} "
                             f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); choose another --out")
@@ -155,13 +176,42 @@ def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) 
     return None
 
 
+def _join_process_group(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, this rank's device). Under ``torchrun --nproc_per_node=N`` (WORLD_SIZE > 1)
+    join the process group: gloo on CPU, nccl on CUDA with one GPU per local rank."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
 def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = False,
           progress: bool = True, data: tuple | None = None) -> dict:
     """Train per ``cfg`` into ``out_dir`` and return the run's summary. ``data`` =
-    (train_images, val_images) replaces loading the dataset (tests)."""
+    (train_images, val_images) replaces loading the dataset (tests).
+
+    Data-parallel under torchrun: every rank draws the same global batch (same permutation, t and
+    noise from the same seeded generator) and takes its share, the samples rank, rank + N, ...
+    (what a DistributedSampler does to an index list, here applied to each global batch so
+    that the run equals a one-process run with the same global batch); DistributedDataParallel
+    averages the gradients. Rank 0 alone validates, keeps the EMA and writes every file."""
+    import torch.distributed as dist
     out = Path(out_dir)
-    device = resolve_device(cfg.device)
-    state = _prepare_folder(out, cfg, resume, overwrite)
+    rank, world, device = _join_process_group(resolve_device(cfg.device))
+    if cfg.batch_size % world:
+        raise UserError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
+    if rank == 0:
+        state = _prepare_folder(out, cfg, resume, overwrite)
+    if world > 1:
+        dist.barrier()                                   # rank 0 has checked (or cleared) the folder
+        if rank > 0:
+            state = load_checkpoint(out / "last.pt") if resume and (out / "last.pt").exists() else None
     train_x, val_x = data if data is not None else train_val_images(cfg.dataset, cfg.classes, cfg.val_size, cfg.data_dir)
     expected = (DATASETS[cfg.dataset][0], 28, 28)
     if tuple(train_x.shape[1:]) != expected:
@@ -171,7 +221,8 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
     model = build_model(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    diffusion = Diffusion(make_schedule(cfg.schedule, cfg.T))
+    diffusion = make_diffusion(cfg)
+    check_choice(cfg.t_sampling, T_SAMPLING, "t sampling")
     gen = torch.Generator().manual_seed(cfg.seed)        # all training randomness
     fixed = torch.Generator().manual_seed(10_000 + cfg.seed)  # validation t and noise
     val_t = torch.randint(0, cfg.T, (len(val_x),), generator=fixed)
@@ -185,8 +236,15 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
         gen.set_state(state["rng"])
         history = state["history"]
     config = {**asdict(cfg), "qdm_version": qdm.__version__, "torch_version": torch.__version__,
-              "device_used": str(device), "parameters": count_parameters(model)}
-    write_json(out / "config.json", config)
+              "device_used": str(device), "parameters": count_parameters(model), "processes": world,
+              "batch_per_process": cfg.batch_size // world}
+    if rank == 0:
+        write_json(out / "config.json", config)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    share = slice(rank, None, world)                     # this rank's samples of each global batch
 
     @torch.no_grad()
     def val_loss(m):
@@ -202,21 +260,31 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
     model.train()
     for epoch in range(history["epoch"] + 1, cfg.epochs + 1):
         perm = torch.randperm(len(train_x), generator=gen)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress or rank > 0,
+                   leave=False)
         t0 = time.perf_counter()
         for b in bar:
             x0 = train_x[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
-            t = torch.randint(0, cfg.T, (len(x0),), generator=gen)
-            noise = torch.randn(x0.shape, generator=gen)
-            loss = diffusion.loss(model, x0.to(device), t=t.to(device), noise=noise.to(device))
+            t, weights = sample_t(len(x0), cfg.T, cfg.t_sampling, gen, cfg.t_reweight)   # uniform: randint
+            noise = diffusion.randn(x0.shape, gen)                                        # torch: randn
+            loss = diffusion.loss(net, x0[share].to(device), t=t[share].to(device), noise=noise[share].to(device),
+                                  weights=None if weights is None else weights[share].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             history["step"] += 1
+            if world > 1:                                # log the global batch's loss
+                loss = loss.detach().clone()
+                dist.all_reduce(loss)
+                loss /= world
+            if rank > 0:
+                continue
             ema_update(ema, model, ema_decay_at(cfg, history["step"]))
             history["steps"].append({"step": history["step"], "epoch": epoch, "loss": loss.item()})
             bar.set_postfix(loss=f"{loss.item():.4f}")
         seconds = time.perf_counter() - t0
+        if rank > 0:
+            continue
         history["train_seconds"] += seconds
         row = {"epoch": epoch, "step": history["step"],
                "train_loss": sum(r["loss"] for r in history["steps"][-steps_per_epoch:]) / steps_per_epoch,
@@ -243,14 +311,18 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
         if progress:
             tqdm.write(f"epoch {epoch}: train {row['train_loss']:.4f}  val raw {row['val_loss_raw']:.4f}  "
                        f"val EMA {row['val_loss_ema']:.4f}  ({row['seconds_per_step'] * 1000:.0f} ms/step)")
-    return finish(out, cfg, device, progress)
+    summary = finish(out, cfg, device, progress) if rank == 0 else {}
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
 
 
 def finish(out: Path, cfg: TrainConfig, device, progress: bool = True) -> dict:
     """Sample from the best EMA model, write samples.png and summary.json."""
     model, _ = model_from_checkpoint(out / "best.pt", device)
     history = load_checkpoint(out / "last.pt")["history"]
-    diffusion = Diffusion(make_schedule(cfg.schedule, cfg.T))
+    diffusion = make_diffusion(cfg)
     shape = (cfg.final_samples, DATASETS[cfg.dataset][0], 28, 28)
     t0 = time.perf_counter()
     images = diffusion.sample(model, shape, cfg.final_sampler, cfg.final_steps,

@@ -10,7 +10,8 @@
 
 Kernel sizes, ReLUs and the single skip follow the official code. The gate is any module
 mapping the (B,128,7,7) bottleneck map to a map of the same shape: ``Identity`` for the
-classical model, the quantum layer (qdm.quantum) for the quantum one.
+classical model, the quantum layer (qdm.quantum) for the quantum one. A gate whose attribute
+``takes_t`` is True is called as gate(h, t), with each sample's timestep (for a noise schedule).
 """
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,8 @@ class UNet(nn.Module):
         e1 = F.relu(self.enc1(x))
         e2 = F.relu(self.enc2(e1))
         e3 = F.relu(self.enc3(e2)) + self.time_embed(t)[:, :, None, None]
-        h = self.gate(self.res_block(e3))
+        h = self.res_block(e3)
+        h = self.gate(h, t) if getattr(self.gate, "takes_t", False) else self.gate(h)
         d1 = F.relu(self.dec1(h))
         d2 = F.relu(self.dec2(d1))
         return self.out(torch.cat([d2, e1], dim=1))

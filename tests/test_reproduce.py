@@ -86,3 +86,32 @@ def test_bad_input_fails_before_any_work(tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):
         reproduce(runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", device="cpu", **kwargs)
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+@needs_mnist
+@needs_inception
+def test_parallel_grid_runs_each_cell_once_and_respects_locks(tmp_path, monkeypatch):
+    """--jobs 2: two worker processes fill the same table as one process would; a cell whose
+    lock is held by a live process (here: this one, as another machine's worker would) is left
+    alone and reported, and no lock is left behind."""
+    import os
+    import socket
+    monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    held = runs / "fast" / "locks" / "mnist-1-quantum-seed0.lock"
+    held.parent.mkdir(parents=True)
+    held.write_text(f"{socket.gethostname()} {os.getpid()}")
+    reproduce("table1", "fast", classes=[0, 1], runs_dir=runs, results_dir=results, device="cpu",
+              progress=False, jobs=2)
+    cells = read_csv(results / "table1_cells.csv")
+    assert sorted((c["model"], c["cls"]) for c in cells) == [("classical", "0"), ("classical", "1"),
+                                                            ("quantum", "0")]
+    assert not (runs / "fast" / "mnist-1-quantum-seed0").exists()
+    assert sorted(p.name for p in held.parent.iterdir()) == [held.name]       # only the foreign lock
+    # every finished cell trained exactly once: one run folder, one metrics file each
+    assert len(list(runs.glob("fast/mnist-*/metrics-*.json"))) == 3
+    # a lock left by a dead process on this host is taken over
+    held.write_text(f"{socket.gethostname()} 999999999")
+    reproduce("table1", "fast", classes=[1], models=["quantum"], runs_dir=runs, results_dir=results,
+              device="cpu", progress=False)
+    assert (runs / "fast" / "mnist-1-quantum-seed0" / "summary.json").exists() and not held.exists()

@@ -1,0 +1,192 @@
+"""The classical control gates (qdm.gates) and the ablation runner (qdm.ablations): shapes,
+gradients, the cosine-product control equals the paper's circuit, matched parameter counts,
+training through the CLI, and the ablation table's layout."""
+import csv
+import inspect
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import needs_inception, needs_mnist
+from qdm import gates as gates_module
+from qdm.ablations import GATES, ablate, gate_counts
+from qdm.cli import main
+from qdm.errors import UserError
+from qdm.gates import CONTROL_GATES, CosineProductGate, gate_parameters, inert_parameters, xor_sets
+from qdm.quantum import QuantumGate, parity_sets
+from qdm.train import TrainConfig, build_model
+from qdm.unet import UNet
+
+
+def as_mask(sets, n):
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    for i, s in enumerate(sets):
+        mask[i, list(s)] = True
+    return mask
+
+
+@pytest.mark.parametrize("n, L", [(1, 1), (4, 3), (7, 2), (16, 3), (16, 5)])
+def test_xor_sets_are_the_circuits_parity_sets(n, L):
+    assert torch.equal(xor_sets(n, L), as_mask(parity_sets(n, L), n))
+
+
+def test_xor_sets_follow_the_binomial_rule_for_three_passes():
+    a = xor_sets(16, 3)
+    for i in range(16):
+        for j in range(16):
+            assert a[i, j] == (j <= i and math.comb(i - j + 2, 2) % 2 == 1)
+
+
+def test_cosine_control_is_written_without_quantum_words():
+    source = "".join(inspect.getsource(f) for f in (gates_module.xor_sets, gates_module.cosine_product,
+                                                     CosineProductGate)).lower()
+    for word in ("quantum", "qubit", "circuit", "cnot", "pennylane", "qml"):
+        assert word not in source
+    module = inspect.getsource(gates_module)
+    assert "from qdm.quantum" not in module and "import pennylane" not in module
+
+
+@pytest.mark.parametrize("name", list(CONTROL_GATES))
+def test_control_gate_shapes(name):
+    gate = CONTROL_GATES[name]()
+    h = torch.randn(3, 128, 7, 7)
+    assert gate(h).shape == h.shape
+    model = build_model(TrainConfig(model=name))
+    assert isinstance(model.gate, CONTROL_GATES[name])
+    x = torch.randn(2, 1, 28, 28)
+    assert model(x, torch.tensor([3, 500])).shape == x.shape
+
+
+@pytest.mark.parametrize("name", list(CONTROL_GATES))
+def test_every_parameter_of_a_control_gate_gets_a_gradient(name):
+    torch.manual_seed(0)
+    gate = CONTROL_GATES[name]()
+    gate(torch.randn(4, 128, 7, 7)).square().sum().backward()
+    for pname, p in gate.named_parameters():
+        assert p.grad is not None and p.grad.abs().max() > 0, pname
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_paper_gate_gradients_with_and_without_detached_input(detach):
+    torch.manual_seed(0)
+    gate = QuantumGate(ansatz="paper", detach_input=detach)
+    gate(torch.randn(4, 128, 7, 7)).square().sum().backward()
+    grad = gate.to_qubits.weight.grad
+    assert (grad is not None and grad.abs().max() > 0) == (not detach)
+    assert gate.from_qubits.weight.grad.abs().max() > 0
+    assert gate.weights.grad.abs().max() == 0            # the RZ angles: exactly zero
+
+
+def copy_linears(quantum_gate, cosine_gate):
+    cosine_gate.down.load_state_dict(quantum_gate.to_qubits.state_dict())
+    cosine_gate.up.load_state_dict(quantum_gate.from_qubits.state_dict())
+
+
+def test_cosine_gate_equals_the_paper_circuit_exact_backend():
+    torch.manual_seed(1)
+    q = QuantumGate(ansatz="paper", backend="exact")
+    c = CosineProductGate()
+    copy_linears(q, c)
+    h = torch.randn(5, 128, 7, 7, requires_grad=True)
+    out_q, out_c = q(h), c(h)
+    assert torch.equal(out_q, out_c)
+    # and the same gradients for the input and the Linears
+    v = torch.randn(out_q.shape)
+    gq = torch.autograd.grad((out_q * v).sum(), [h, q.to_qubits.weight, q.from_qubits.weight])
+    gc = torch.autograd.grad((out_c * v).sum(), [h, c.down.weight, c.up.weight])
+    for a, b in zip(gq, gc):
+        assert (a - b).abs().max() < 1e-6
+
+
+def test_cosine_gate_equals_the_paper_circuit_on_pennylane():
+    torch.manual_seed(2)
+    q = QuantumGate(channels=8, n_qubits=4, n_layers=3, ansatz="paper", backend="pennylane").double()
+    c = CosineProductGate(channels=8, width=4, passes=3).double()
+    copy_linears(q, c)
+    h = torch.randn(3, 8, 7, 7, dtype=torch.float64)
+    assert (q(h) - c(h)).abs().max() < 1e-6
+
+
+def test_parameter_counts_match_the_quantum_gate():
+    counts = {g: gate_counts(g) for g in GATES}
+    print("\ntrainable gate parameters (inert):", counts)
+    quantum = counts["quantum-paper-detached"][0]
+    assert counts == {"classical": (0, 0), "quantum-paper-detached": (4288, 48), "quantum-paper": (4288, 48),
+                      "quantum-rz_ry": (4336, 0), "quantum-ry": (4288, 0), "cosine": (4240, 0),
+                      "mlp": (4322, 0), "se": (4240, 0)}
+    for g in CONTROL_GATES:
+        assert abs(counts[g][0] - quantum) / quantum < 0.15
+    # counted on a UNet or on the gate alone alike
+    gate = CONTROL_GATES["mlp"]()
+    assert gate_parameters(UNet(1, gate=gate)) == gate_parameters(gate) == 4322
+    assert inert_parameters(UNet(1)) == 0 and gate_parameters(UNet(1)) == 0
+
+
+def test_unknown_model_lists_every_model():
+    with pytest.raises(UserError, match="choose classical, quantum, cosine, mlp or se"):
+        build_model(TrainConfig(model="magic"))
+
+
+@pytest.mark.parametrize("name", list(CONTROL_GATES))
+def test_control_model_trains_through_the_cli(tmp_path, tiny_data, monkeypatch, name):
+    import qdm.train
+    monkeypatch.setattr(qdm.train, "train_val_images", lambda *a, **k: tiny_data)   # no MNIST needed
+    out = tmp_path / name
+    assert main(["train", "--preset", "fast", "--model", name, "--batch-size", "16", "--device", "cpu",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "config.json").read_text())["model"] == name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["model"] == name
+    model, _ = qdm.train.model_from_checkpoint(out / "best.pt")
+    assert isinstance(model.gate, CONTROL_GATES[name])
+
+
+# --- the ablation runner ------------------------------------------------------------------------
+def one_line_error(capsys, args, pattern):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert pattern in err, err
+
+
+def test_ablate_bad_input_gives_one_line_before_any_work(tmp_path, capsys):
+    where = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "r")]
+    one_line_error(capsys, ["ablate", "--gates", "classical,magic", *where], "unknown gate 'magic'")
+    one_line_error(capsys, ["ablate", "--digits", "0,x", *where], "--digits must be")
+    one_line_error(capsys, ["ablate", "--digits", "12", *where], "unknown class 12 for mnist")
+    one_line_error(capsys, ["ablate", "--seeds", "a", *where], "--seeds must be comma-separated integers")
+    one_line_error(capsys, ["ablate", "--preset", "huge", *where], "unknown preset 'huge'")
+    one_line_error(capsys, ["ablate", "--sampler", "euler", *where], "unknown sampler 'euler'")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "r").exists()
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@needs_mnist
+@needs_inception
+def test_fast_ablation_table_layout(tmp_path, monkeypatch):
+    from qdm.reproduce import protocol
+    monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    md = ablate([0], ["classical", "cosine"], [0], "fast", protocol("fast"), runs, results, "cpu", progress=False)
+    rows = read_csv(results / "ablations.csv")
+    assert list(rows[0]) == ["digit", "gate", "gate_parameters", "inert_parameters", "FID", "FID_seed_std", "KID",
+                             "KID_seed_std", "SSIM", "SSIM_seed_std", "ms_per_step", "seeds"]
+    assert [(r["digit"], r["gate"]) for r in rows] == [("0", "classical"), ("0", "cosine"), ("0", "real-vs-real")]
+    assert [r["gate_parameters"] for r in rows] == ["0", "4240", ""]
+    for r in rows:
+        assert float(r["FID"]) > 0 and float(r["KID"]) == float(r["KID"]) and -1 <= float(r["SSIM"]) <= 1
+    assert float(rows[1]["ms_per_step"]) > 0 and rows[1]["seeds"] == "1" and rows[1]["FID_seed_std"] == ""
+    text = md.read_text()
+    assert "| Digit | Gate | Gate parameters | FID | KID | SSIM | ms/step | Seeds |" in text
+    assert "| 0 | cosine | 4240 |" in text and "| 0 | real-vs-real | — |" in text and "sampler = ddim" in text
+    cells = read_csv(results / "ablations_cells.csv")
+    assert [(c["gate"], c["model"], c["cls"], c["seed"]) for c in cells] == [("classical", "classical", "0", "0"),
+                                                                            ("cosine", "cosine", "0", "0")]
+    cfg = json.loads((runs / "fast" / "mnist-0-cosine-seed0" / "config.json").read_text())
+    assert cfg["model"] == "cosine" and cfg["quantum"] == {} and cfg["classes"] == [0]
