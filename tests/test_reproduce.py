@@ -110,8 +110,23 @@ def test_parallel_grid_runs_each_cell_once_and_respects_locks(tmp_path, monkeypa
     assert sorted(p.name for p in held.parent.iterdir()) == [held.name]       # only the foreign lock
     # every finished cell trained exactly once: one run folder, one metrics file each
     assert len(list(runs.glob("fast/mnist-*/metrics-*.json"))) == 3
-    # a lock left by a dead process on this host is taken over
-    held.write_text(f"{socket.gethostname()} 999999999")
-    reproduce("table1", "fast", classes=[1], models=["quantum"], runs_dir=runs, results_dir=results,
-              device="cpu", progress=False)
-    assert (runs / "fast" / "mnist-1-quantum-seed0" / "summary.json").exists() and not held.exists()
+
+
+def test_cell_lock_is_exclusive_and_takes_over_a_dead_processs_lock(tmp_path):
+    import os
+    import socket
+    from qdm.reproduce import cell_lock
+    lock = tmp_path / "locks" / "cell.lock"
+    with cell_lock(lock) as mine:
+        assert mine and lock.read_text() == f"{socket.gethostname()} {os.getpid()}"
+        with cell_lock(lock) as again:                     # held by a live process (this one)
+            assert not again
+    assert not lock.exists()
+    lock.write_text(f"{socket.gethostname()} 999999999")   # left behind by a dead process
+    with cell_lock(lock) as mine:
+        assert mine
+    assert not lock.exists()
+    lock.write_text("another-machine 1")                    # another host: never taken over
+    with cell_lock(lock) as mine:
+        assert not mine
+    assert lock.exists()
