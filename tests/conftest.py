@@ -1,5 +1,6 @@
 """Shared test set-up: data from ../shared/data when QDM_DATA_DIR is unset (CI's layout),
 a private cache folder, and small synthetic datasets."""
+import csv
 import os
 from pathlib import Path
 
@@ -34,3 +35,9 @@ def tiny_data():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(48, 1, 28, 28, generator=g) * 2 - 1
     return x[:40], x[40:]
+
+
+def read_csv(path) -> list[dict]:
+    """A results CSV as a list of rows (dicts of strings)."""
+    with open(path) as f:
+        return list(csv.DictReader(f))

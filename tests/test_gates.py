@@ -1,7 +1,6 @@
 """The classical control gates (qdm.gates) and the ablation runner (qdm.ablations): shapes,
 gradients, the cosine-product control equals the paper's circuit, matched parameter counts,
 training through the CLI, and the ablation table's layout."""
-import csv
 import inspect
 import json
 import math
@@ -9,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import needs_inception, needs_mnist
+from conftest import needs_inception, needs_mnist, read_csv
 from qdm import gates as gates_module
 from qdm.ablations import GATES, ablate, gate_counts
 from qdm.cli import main
@@ -160,11 +159,6 @@ def test_ablate_bad_input_gives_one_line_before_any_work(tmp_path, capsys):
     one_line_error(capsys, ["ablate", "--preset", "huge", *where], "unknown preset 'huge'")
     one_line_error(capsys, ["ablate", "--sampler", "euler", *where], "unknown sampler 'euler'")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "r").exists()
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 @needs_mnist

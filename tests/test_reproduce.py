@@ -1,19 +1,13 @@
 """`reproduce`: the fast preset fills both tables end to end, in the paper's layout, with the
 paper's numbers beside ours; a rerun skips finished cells; bad input fails before any work."""
-import csv
 import json
 
 import pytest
 
-from conftest import needs_inception, needs_mnist
+from conftest import needs_inception, needs_mnist, read_csv
 from qdm.errors import UserError
 from qdm.reproduce import PAPER_TABLE1, PAPER_TABLE2, reproduce
 from test_data import write_fake_pathmnist
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 @needs_mnist
