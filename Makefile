@@ -39,7 +39,7 @@ run: install
 # unit tests, every notebook again through nbmake, and tests/test_book.py, which opens the built
 # pages in headless Chromium (required here: a missing book fails instead of skipping).
 test: book
-	QDM_FAST=1 QDM_BOOK_REQUIRED=1 $(PY) -m pytest -q tests --nbmake notebooks
+	QDM_FAST=1 QDM_BOOK_REQUIRED=1 $(PY) -m pytest -q tests --nbmake notebooks --durations=20
 
 bench: install
 	$(PY) benchmarks/bench_quantum.py --out results/bench_quantum.md
