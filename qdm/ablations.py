@@ -1,18 +1,23 @@
-"""Ablations for the paper's question "is it the quantum circuit that helps?" (issue 9).
+"""Studies that compare variants of one model trained alike: the ablations for the paper's question
+"is it the quantum circuit that helps?" (``GATES``, issue 9) and the quantum noise options
+(``NOISE``, issue 7).
 
-Every gate of ``GATES`` sits at the same place of the same U-Net (the bottleneck, Eq. 8). Each
-(digit, gate, seed) cell is trained with the same preset and evaluated with the same protocol
-through qdm.reproduce.run_cell (resumable: a finished cell is reused, an unfinished one resumes).
-After every cell, ``ablations.md`` and ``ablations.csv`` are rewritten: per digit, a row per gate
-with its trainable gate parameters, FID, KID and SSIM as mean ± std over seeds and the training
-step time, and the real-vs-real floor; ``ablations_cells.csv`` holds every cell's numbers.
+Every variant is the same U-Net with a gate at the bottleneck (Eq. 8) and some TrainConfig
+overrides. Each (digit, variant, seed) cell is trained with the same preset and evaluated with the
+same protocol through qdm.reproduce.run_cell (resumable: a finished cell is reused, an unfinished one
+resumes). Cells are named by variant, so a variant in both studies (the classical model, the
+paper's quantum model) is trained once. After every cell, ``<study>.md`` and ``<study>.csv`` are
+rewritten: per digit, a row per variant with its trainable gate parameters, FID, KID and SSIM as
+mean ± std over seeds and the training step time, the real-vs-real floor, and each variant's FID
+difference from its reference variant with the standard error of that difference; plus
+``<study>_cells.csv`` (every cell's numbers) and ``<study>.png`` (bars with error bars).
 """
 from pathlib import Path
 
 import numpy as np
 
 from qdm import metrics
-from qdm.checkpoint import csv_text, write_text
+from qdm.checkpoint import atomic_write, csv_text, write_text
 from qdm.data import check_dataset
 from qdm.errors import UserError
 from qdm.gates import gate_parameters, inert_parameters
@@ -20,26 +25,53 @@ from qdm.reproduce import mean_std, protocol, reference_rows, run_cell
 from qdm.train import build_model, make_config, resolve_device
 
 DATASET = "mnist"
-GATES = {   # name -> (TrainConfig.model, TrainConfig.quantum, what it is)
+PAPER_QUANTUM = {"ansatz": "paper", "detach_input": True}    # Table I's quantum model (the official code)
+GATES = {   # name -> (TrainConfig.model, more TrainConfig values, what it is)
     "classical": ("classical", {}, "no gate (identity)"),
-    "quantum-paper-detached": ("quantum", {"ansatz": "paper", "detach_input": True},
+    "quantum-paper-detached": ("quantum", {"quantum": PAPER_QUANTUM},
                                "the paper's circuit (RZ + CNOT chain), input detached as in the official code "
                                "(Table I's quantum model)"),
-    "quantum-paper": ("quantum", {"ansatz": "paper", "detach_input": False},
+    "quantum-paper": ("quantum", {"quantum": {"ansatz": "paper", "detach_input": False}},
                       "the paper's circuit, the Linear in front of it trained"),
-    "quantum-rz_ry": ("quantum", {"ansatz": "rz_ry"}, "RZ + RY circuit (the official repository's later fix)"),
-    "quantum-ry": ("quantum", {"ansatz": "ry"}, "RY circuit (real amplitudes)"),
+    "quantum-rz_ry": ("quantum", {"quantum": {"ansatz": "rz_ry"}}, "RZ + RY circuit (the official repository's later fix)"),
+    "quantum-ry": ("quantum", {"quantum": {"ansatz": "ry"}}, "RY circuit (real amplitudes)"),
     "cosine": ("cosine", {}, "product of cosines over the parity sets: the paper circuit's function, plain torch"),
     "mlp": ("mlp", {}, "a 16 -> 2 -> 16 tanh MLP in place of the circuit"),
     "se": ("se", {}, "squeeze-and-excitation: relu in place of the circuit, sigmoid on the channel weights"),
 }
+
+
+def _noisy(what: str, **options):
+    return ("quantum", {"quantum": {**PAPER_QUANTUM, **options}}, what)
+
+
+NOISE = {   # the paper's quantum model with each quantum noise option of qdm.noise (issue 7)
+    "classical": GATES["classical"],
+    "quantum-paper-detached": GATES["quantum-paper-detached"][:2] + ("no quantum noise (exact expectations)",),
+    "shots-1000": _noisy("1000 shots per circuit evaluation", shots=1000),
+    "shots-1000-linear": _noisy("1000 / g(t)^2 shots: shot noise proportional to t", shots=1000, noise_schedule="linear"),
+    "shots-100": _noisy("100 shots per circuit evaluation", shots=100),
+    "shots-100-linear": _noisy("100 / g(t)^2 shots", shots=100, noise_schedule="linear"),
+    "depolarizing-0.01": _noisy("depolarizing p = 0.01 after every layer", channel="depolarizing", noise_p=0.01),
+    "depolarizing-0.01-linear": _noisy("depolarizing p = 0.01 g(t)", channel="depolarizing", noise_p=0.01,
+                                       noise_schedule="linear"),
+    "depolarizing-0.05": _noisy("depolarizing p = 0.05 after every layer", channel="depolarizing", noise_p=0.05),
+    "depolarizing-0.05-linear": _noisy("depolarizing p = 0.05 g(t)", channel="depolarizing", noise_p=0.05,
+                                       noise_schedule="linear"),
+    "eps-quantum": ("quantum", {"quantum": PAPER_QUANTUM, "eps_source": "quantum"},
+                    "diffusion noise epsilon from measured |+> bits (qdm.noise.quantum_randn)"),
+}
+STUDIES = {  # study -> (variants, the variant each row is compared with, a title)
+    "ablations": (GATES, "classical", "the gate at the U-Net's bottleneck"),
+    "noise": (NOISE, "quantum-paper-detached", "quantum noise options on the paper's quantum model"),
+}
 METRICS = ("FID", "KID", "SSIM")
 
 
-def gate_counts(gate: str, preset: str = "paper") -> tuple[int, int]:
-    """(trainable gate parameters, of which inert) of a gate, counted on the model that trains."""
-    model, quantum, _ = GATES[gate]
-    unet = build_model(make_config(preset, model=model, quantum=quantum))
+def gate_counts(variant: str, preset: str = "paper", variants: dict = GATES) -> tuple[int, int]:
+    """(trainable gate parameters, of which inert) of a variant, counted on the model that trains."""
+    model, overrides, _ = variants[variant]
+    unet = build_model(make_config(preset, model=model, **overrides))
     return gate_parameters(unet), inert_parameters(unet)
 
 
@@ -50,67 +82,106 @@ def _fmt(mean, std, metric):
     return f(mean) + (f" ± {f(std)}" if std is not None else "")
 
 
-def summary_rows(cells: list[dict], floors: dict, gates: list, counts: dict) -> list[dict]:
-    """One row per (digit, gate) with mean and std over seeds, then the digit's real-vs-real floor."""
+def summary_rows(cells: list[dict], floors: dict, variants: list, counts: dict, reference: str) -> list[dict]:
+    """One row per (digit, variant) with mean and std over seeds, and the FID difference from the
+    reference variant with its standard error sqrt(s1^2/n1 + s2^2/n2); then the digit's
+    real-vs-real floor."""
     rows = []
     for cls in floors:
-        for gate in gates:
-            mine = [c for c in cells if c["gate"] == gate and c["cls"] == str(cls)]
+        by_variant = {v: [c for c in cells if c["variant"] == v and c["cls"] == str(cls)] for v in variants}
+        ref_fid = [c["FID"] for c in by_variant.get(reference, [])]
+        for v, mine in by_variant.items():
             if not mine:
                 continue
-            row = {"digit": cls, "gate": gate, "gate_parameters": counts[gate][0], "inert_parameters": counts[gate][1]}
+            row = {"digit": cls, "variant": v, "gate_parameters": counts[v][0], "inert_parameters": counts[v][1]}
             for m in METRICS:
                 row[m], row[f"{m}_seed_std"] = mean_std([c[m] for c in mine])
+            fid = [c["FID"] for c in mine]
+            row["dFID"] = row["dFID_se"] = None
+            if v != reference and len(ref_fid) > 1 and len(fid) > 1:
+                row["dFID"] = float(np.mean(fid) - np.mean(ref_fid))
+                row["dFID_se"] = float(np.sqrt(np.var(fid, ddof=1) / len(fid) + np.var(ref_fid, ddof=1) / len(ref_fid)))
             row["ms_per_step"] = 1000 * mean_std([c["seconds_per_step"] for c in mine])[0]
             row["seeds"] = len(mine)
             rows.append(row)
-        rows.append({"digit": cls, "gate": "real-vs-real", **{m: floors[cls][m] for m in METRICS}})
+        rows.append({"digit": cls, "variant": "real-vs-real", **{m: floors[cls][m] for m in METRICS}})
     return rows
 
 
-def write_ablation_tables(cells: list[dict], floors: dict, gates: list, counts: dict, proto: dict,
-                          preset: str, out_dir: Path) -> Path:
-    """ablations.md, ablations.csv (``summary_rows``) and ablations_cells.csv (every cell)."""
-    rows = summary_rows(cells, floors, gates, counts)
-    md = [f"# Ablations: the gate at the U-Net's bottleneck (preset `{preset}`)", "",
+def plot_study(rows: list[dict], title: str, path: Path) -> None:
+    """FID per variant as bars (mean over seeds, error bars: seed std), one panel per digit,
+    the real-vs-real floor as a dashed line."""
+    import matplotlib.pyplot as plt
+    digits = list(dict.fromkeys(r["digit"] for r in rows))
+    fig, axes = plt.subplots(1, len(digits), figsize=(1 + 5 * len(digits), 4), squeeze=False)
+    for ax, d in zip(axes[0], digits):
+        mine = [r for r in rows if r["digit"] == d and r["variant"] != "real-vs-real"]
+        floor = next(r["FID"] for r in rows if r["digit"] == d and r["variant"] == "real-vs-real")
+        ax.bar(range(len(mine)), [r["FID"] for r in mine], yerr=[r["FID_seed_std"] or 0 for r in mine],
+               capsize=3, color="tab:blue")
+        ax.axhline(floor, ls="--", color="k", label=f"real-vs-real {floor:.1f}")
+        ax.set_xticks(range(len(mine)), [r["variant"] for r in mine], rotation=60, ha="right", fontsize=8)
+        ax.set(title=f"digit {d}", ylabel="FID (lower is better)")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def write_study_tables(study: str, cells: list[dict], floors: dict, variants: list, counts: dict, proto: dict,
+                       preset: str, out_dir: Path) -> Path:
+    """<study>.md, .csv (``summary_rows``), <study>_cells.csv (every cell) and <study>.png."""
+    table, reference, title = STUDIES[study]
+    rows = summary_rows(cells, floors, variants, counts, reference)
+    md = [f"# {study.capitalize()}: {title} (preset `{preset}`)", "",
           "Protocol: " + "; ".join(f"{k} = {v}" for k, v in proto.items()) + ".", "",
-          "| Digit | Gate | Gate parameters | FID | KID | SSIM | ms/step | Seeds |",
-          "|---|---|---|---|---|---|---|---|"]
+          f"| Digit | Variant | Gate parameters | FID | KID | SSIM | FID - {reference} | ms/step | Seeds |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        if r["gate"] == "real-vs-real":
-            params, step, seeds = "—", "—", "—"
+        if r["variant"] == "real-vs-real":
+            params, diff, step, seeds = "—", "—", "—", "—"
         else:
             params = f"{r['gate_parameters']}" + (f" ({r['inert_parameters']} inert)" if r["inert_parameters"] else "")
+            diff = "—" if r["dFID"] is None else (f"{r['dFID']:+.2f} ± {r['dFID_se']:.2f}"
+                                                 + (" (beyond 2 s.e.)" if abs(r["dFID"]) > 2 * r["dFID_se"] else ""))
             step, seeds = f"{r['ms_per_step']:.0f}", str(r["seeds"])
         values = [_fmt(r[m], r.get(f"{m}_seed_std"), m) for m in METRICS]
-        md.append(f"| {r['digit']} | {r['gate']} | {params} | " + " | ".join(values) + f" | {step} | {seeds} |")
+        md.append(f"| {r['digit']} | {r['variant']} | {params} | " + " | ".join(values) + f" | {diff} | {step} | {seeds} |")
     md += ["", "Mean over seeds, ± their standard deviation (with two seeds or more). Gate parameters: the "
            "gate's trainable parameters; inert ones cannot change its outputs (the paper circuit's RZ angles). "
+           f"FID - {reference}: the difference of the mean FIDs, ± its standard error from the seed-to-seed "
+           "spread; \"beyond 2 s.e.\" marks a difference larger than twice that. "
            "ms/step: mean training step time (depends on the device and its load). real-vs-real: N training "
-           "images of the digit against its test images, the floor at this N.", "", "Gates:"]
-    md += [f"- `{g}`: {GATES[g][2]}" for g in gates]
+           "images of the digit against its test images, the floor at this N.", "", "Variants:"]
+    md += [f"- `{v}`: {table[v][2]}" for v in variants]
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "ablations.md", "\n".join(md) + "\n")
-    write_text(out_dir / "ablations.csv", csv_text(rows))
-    write_text(out_dir / "ablations_cells.csv", csv_text([{k: v for k, v in c.items() if k != "protocol"}
-                                                          for c in cells]))
-    return out_dir / "ablations.md"
+    write_text(out_dir / f"{study}.md", "\n".join(md) + "\n")
+    write_text(out_dir / f"{study}.csv", csv_text(rows))
+    write_text(out_dir / f"{study}_cells.csv", csv_text([{k: v for k, v in c.items() if k != "protocol"}
+                                                         for c in cells]))
+    plot_study(rows, f"{study}: {title} (preset {preset}, N = {proto['n']}, {proto['sampler']}-{proto['steps']})",
+               out_dir / f"{study}.png")
+    return out_dir / f"{study}.md"
 
 
-def ablate(classes=(0, 1, 8), gates=None, seeds=(0, 1, 2), preset: str = "paper",
+def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "paper",
            proto: dict | None = None, runs_dir="runs/ablations", results_dir=None, device="auto",
-           data_dir=None, progress=True) -> Path:
-    """Train and evaluate every (digit, gate, seed) cell of MNIST (gates None: all of ``GATES``),
-    resumably; returns the path of ablations.md. Results go to results/ for real presets and
-    to <runs_dir>/<preset>/results for "fast"."""
-    classes, gates, seeds = list(classes), list(gates or GATES), list(seeds)
+           data_dir=None, progress=True, study: str = "ablations") -> Path:
+    """Train and evaluate every (digit, variant, seed) cell of MNIST for a study of ``STUDIES``
+    (variants None: all of the study's), resumably; returns the path of <study>.md. Results go
+    to results/ for real presets and to <runs_dir>/<preset>/results for "fast"."""
+    if study not in STUDIES:
+        raise UserError(f"unknown study {study!r}: choose {' or '.join(STUDIES)}")
+    table = STUDIES[study][0]
+    classes, variants, seeds = list(classes), list(variants or table), list(seeds)
     check_dataset(DATASET, classes)
-    bad = [g for g in gates if g not in GATES]
+    bad = [v for v in variants if v not in table]
     if bad:
-        raise UserError(f"unknown gate {bad[0]!r}: choose from {', '.join(GATES)}")
-    if not (classes and gates and seeds):
-        raise UserError("give at least one digit, one gate and one seed")
-    counts = {g: gate_counts(g, preset) for g in gates}      # an unknown preset fails here, before any work
+        raise UserError(f"unknown variant {bad[0]!r} for {study}: choose from {', '.join(table)}")
+    if not (classes and variants and seeds):
+        raise UserError("give at least one digit, one variant and one seed")
+    counts = {v: gate_counts(v, preset, table) for v in variants}  # an unknown preset fails here, before any work
     proto = proto or protocol(preset)
     device = resolve_device(device)
     fid_model = metrics.inception(device)
@@ -119,14 +190,14 @@ def ablate(classes=(0, 1, 8), gates=None, seeds=(0, 1, 2), preset: str = "paper"
     cells, floors, path = [], {}, None
     for cls in classes:
         floors[cls] = reference_rows(root, DATASET, cls, proto, fid_model, device, data_dir)["real-vs-real"]
-        for gate in gates:
-            model, quantum, _ = GATES[gate]
+        for v in variants:
+            model, overrides, _ = table[v]
             for seed in seeds:
-                name = f"{DATASET}-{cls}-{gate}-seed{seed}"
+                name = f"{DATASET}-{cls}-{v}-seed{seed}"
                 if progress:
-                    print(f"[ablate] cell {name}", flush=True)
+                    print(f"[{study}] cell {name}", flush=True)
                 cell = run_cell(root / name, preset, DATASET, cls, model, seed, proto, fid_model, device,
-                                data_dir, progress=progress, overrides={"quantum": quantum})
-                cells.append({"gate": gate, **cell})
-                path = write_ablation_tables(cells, floors, gates, counts, proto, preset, results)
+                                data_dir, progress=progress, overrides=overrides)
+                cells.append({"variant": v, **cell})
+                path = write_study_tables(study, cells, floors, variants, counts, proto, preset, results)
     return path

@@ -22,7 +22,7 @@ def _add_train(sub):
                        description="Train the paper's U-Net (classical or quantum gate) with EMA; writes a run "
                                    "folder with config.json, loss.csv, epochs.csv, loss.png, per-epoch sample "
                                    "grids, best.pt, last.pt, samples.png and summary.json.")
-    p.add_argument("--preset", default="paper", help="paper (the paper's recipe), quick (the ~5 min demo) or fast (CI)")
+    p.add_argument("--preset", default="paper", help="paper (the paper's recipe), quick (the ~5 min demo), study (quick for 10 epochs: the ablation and noise studies) or fast (CI)")
     p.add_argument("--dataset", default="mnist", help="mnist or pathmnist")
     p.add_argument("--classes", "--digit", dest="classes", default="0",
                    help="class label(s) to train on: 0, or 0,1, or all (default 0)")
@@ -98,7 +98,7 @@ def _add_reproduce(sub):
                                    "results/<table>.md, .csv, _cells.csv and a figure per cell, with the paper's "
                                    "numbers beside ours. Resumable cell by cell: rerun the same command to continue.")
     p.add_argument("table", help="table1 (MNIST digits 0-9) or table2 (PathMNIST: all classes, and label 1)")
-    p.add_argument("--preset", default="paper", help="paper (default), quick, or fast (minutes, for tests)")
+    p.add_argument("--preset", default="paper", help="paper (default), quick, study, or fast (minutes, for tests)")
     p.add_argument("--classes", "--digits", dest="classes", help="columns to run, e.g. 0,1 (default: the table's)")
     p.add_argument("--models", default="classical,quantum", help="classical,quantum (default both)")
     p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2 (default 0)")
@@ -122,10 +122,15 @@ def _add_ablate(sub):
                                    "trainable parameters, FID, KID, SSIM (mean ± std over seeds) and step time, "
                                    "with the real-vs-real floor. Resumable: rerun the same command to continue.")
     p.add_argument("--digits", "--classes", dest="classes", default="0,1,8", help="MNIST digits (default 0,1,8)")
-    p.add_argument("--gates", help="comma-separated, from: classical, quantum-paper-detached, quantum-paper, "
-                                   "quantum-rz_ry, quantum-ry, cosine, mlp, se (default all)")
+    p.add_argument("--study", default="ablations",
+                   help="ablations (the gates at the bottleneck, default) or noise (the quantum noise options)")
+    p.add_argument("--variants", "--gates", dest="variants",
+                   help="comma-separated, from the study's variants (default all); ablations: classical, "
+                        "quantum-paper-detached, quantum-paper, quantum-rz_ry, quantum-ry, cosine, mlp, se; "
+                        "noise: see qdm.ablations.NOISE")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (default 0,1,2)")
-    p.add_argument("--preset", default="paper", help="paper (default), quick, or fast (minutes, for tests)")
+    p.add_argument("--preset", default="paper", help="paper (default), quick, study (the quick recipe, 10 epochs), "
+                                                     "or fast (minutes, for tests)")
     _add_grid_options(p, "runs/ablations")
 
 
@@ -218,10 +223,10 @@ def cmd_ablate(a):
     from qdm.ablations import ablate
     from qdm.reproduce import protocol
     classes = _int_list(a.classes, "digits")
-    gates = [g.strip() for g in a.gates.split(",") if g.strip()] if a.gates else None
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()] if a.variants else None
     proto = protocol(a.preset, a.n, a.sampler, a.steps, a.seed)
-    path = ablate(classes, gates, _int_list(a.seeds, "seeds"), a.preset, proto, a.runs_dir, a.results_dir,
-                  a.device, a.data_dir, progress=not a.no_progress)
+    path = ablate(classes, variants, _int_list(a.seeds, "seeds"), a.preset, proto, a.runs_dir, a.results_dir,
+                  a.device, a.data_dir, progress=not a.no_progress, study=a.study)
     print(path.read_text())
     print(f"wrote {path} (and .csv, _cells.csv in {path.parent})")
 

@@ -48,18 +48,26 @@ def column(cls) -> str:
     return "all" if cls is None else str(cls)
 
 
+PROTOCOL_DEFAULTS = {   # preset -> (N, sampler, steps); others: N = 1000 with DDPM-1000 (the paper's sampler)
+    "fast": (16, "ddim", 5),       # seconds: checks the machinery
+    "study": (500, "ddim", 50),    # the ablation and noise studies: many cells, compared at the same N
+}
+
+
 def protocol(preset: str, n: int | None = None, sampler: str | None = None, steps: int | None = None,
              seed: int = 0) -> dict:
     """How images are measured, in one place, written into every results file: N generated
     images per class (EMA weights of best.pt) against the class's test images (all of them;
     the first n_real in the fast preset), the sampler and its steps, the seed."""
-    fast = preset == "fast"
-    sampler = sampler or ("ddim" if fast else "ddpm")
+    n_default, sampler_default, steps_default = PROTOCOL_DEFAULTS.get(preset, (1000, "ddpm", 1000))
+    sampler = sampler or sampler_default
     if sampler not in ("ddpm", "ddim"):
         raise UserError(f"unknown sampler {sampler!r}: choose ddpm or ddim")
-    return {"n": n or (16 if fast else 1000), "n_real": 64 if fast else None,
+    if steps is None:
+        steps = steps_default if sampler == sampler_default else (1000 if sampler == "ddpm" else 100)
+    return {"n": n or n_default, "n_real": 64 if preset == "fast" else None,
             "real": "test split of the class", "sampler": sampler,
-            "steps": steps or (5 if fast else (1000 if sampler == "ddpm" else 100)), "seed": seed,
+            "steps": steps, "seed": seed,
             "fid": "pytorch-fid InceptionV3 pool3 (2048)", "kid": "unbiased, cubic polynomial kernel",
             "ssim": "random real pair of the class (fixed seed); SSIM_nearest: best over 200 real"}
 

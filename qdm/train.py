@@ -70,6 +70,10 @@ PRESETS = {
     # the README's main job, a few minutes per model on 2 CPU cores: the paper's 30 epochs with
     # lr 1e-3 and EMA warm-up (so the EMA forgets the random initial weights), DDIM previews
     "quick": dict(lr=1e-3, ema_warmup=True, grid_sampler="ddim"),
+    # the ablation and noise studies (many cells, 3 seeds): the quick recipe for 10 epochs (890 steps,
+    # about a minute per classical model on 2 CPU cores); its images are rough zeros, its purpose is
+    # comparing gates and noise options trained alike
+    "study": dict(lr=1e-3, ema_warmup=True, epochs=10, grid_sampler="ddim", final_sampler="ddim", final_steps=50),
     # seconds, for tests and CI: it checks the machinery, not the images
     "fast": dict(epochs=2, steps_per_epoch=3, val_size=32, grid_size=4, grid_sampler="ddim", grid_steps=5,
                  final_samples=8, final_sampler="ddim", final_steps=10),

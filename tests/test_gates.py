@@ -152,7 +152,7 @@ def one_line_error(capsys, args, pattern):
 
 def test_ablate_bad_input_gives_one_line_before_any_work(tmp_path, capsys):
     where = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "r")]
-    one_line_error(capsys, ["ablate", "--gates", "classical,magic", *where], "unknown gate 'magic'")
+    one_line_error(capsys, ["ablate", "--gates", "classical,magic", *where], "unknown variant 'magic'")
     one_line_error(capsys, ["ablate", "--digits", "0,x", *where], "--digits must be")
     one_line_error(capsys, ["ablate", "--digits", "12", *where], "unknown class 12 for mnist")
     one_line_error(capsys, ["ablate", "--seeds", "a", *where], "--seeds must be comma-separated integers")
@@ -167,20 +167,58 @@ def test_fast_ablation_table_layout(tmp_path, monkeypatch):
     from qdm.reproduce import protocol
     monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
     runs, results = tmp_path / "runs", tmp_path / "results"
-    md = ablate([0], ["classical", "cosine"], [0], "fast", protocol("fast"), runs, results, "cpu", progress=False)
+    md = ablate([0], ["classical", "cosine"], [0, 1], "fast", protocol("fast"), runs, results, "cpu", progress=False)
     rows = read_csv(results / "ablations.csv")
-    assert list(rows[0]) == ["digit", "gate", "gate_parameters", "inert_parameters", "FID", "FID_seed_std", "KID",
-                             "KID_seed_std", "SSIM", "SSIM_seed_std", "ms_per_step", "seeds"]
-    assert [(r["digit"], r["gate"]) for r in rows] == [("0", "classical"), ("0", "cosine"), ("0", "real-vs-real")]
+    assert list(rows[0]) == ["digit", "variant", "gate_parameters", "inert_parameters", "FID", "FID_seed_std", "KID",
+                             "KID_seed_std", "SSIM", "SSIM_seed_std", "dFID", "dFID_se", "ms_per_step", "seeds"]
+    assert [(r["digit"], r["variant"]) for r in rows] == [("0", "classical"), ("0", "cosine"), ("0", "real-vs-real")]
     assert [r["gate_parameters"] for r in rows] == ["0", "4240", ""]
     for r in rows:
         assert float(r["FID"]) > 0 and float(r["KID"]) == float(r["KID"]) and -1 <= float(r["SSIM"]) <= 1
-    assert float(rows[1]["ms_per_step"]) > 0 and rows[1]["seeds"] == "1" and rows[1]["FID_seed_std"] == ""
-    text = md.read_text()
-    assert "| Digit | Gate | Gate parameters | FID | KID | SSIM | ms/step | Seeds |" in text
-    assert "| 0 | cosine | 4240 |" in text and "| 0 | real-vs-real | — |" in text and "sampler = ddim" in text
+    assert float(rows[1]["ms_per_step"]) > 0 and rows[1]["seeds"] == "2" and float(rows[1]["FID_seed_std"]) >= 0
     cells = read_csv(results / "ablations_cells.csv")
-    assert [(c["gate"], c["model"], c["cls"], c["seed"]) for c in cells] == [("classical", "classical", "0", "0"),
-                                                                            ("cosine", "cosine", "0", "0")]
+    assert [(c["variant"], c["model"], c["cls"], c["seed"]) for c in cells] == [
+        ("classical", "classical", "0", "0"), ("classical", "classical", "0", "1"),
+        ("cosine", "cosine", "0", "0"), ("cosine", "cosine", "0", "1")]
+    fid = {v: [float(c["FID"]) for c in cells if c["variant"] == v] for v in ("classical", "cosine")}
+    se = math.sqrt(sum(torch.tensor(f).var().item() / 2 for f in fid.values()))   # sample variances, n = 2 each
+    assert float(rows[1]["dFID"]) == pytest.approx(sum(fid["cosine"]) / 2 - sum(fid["classical"]) / 2)
+    assert float(rows[1]["dFID_se"]) == pytest.approx(se) and rows[0]["dFID"] == ""
+    text = md.read_text()
+    assert "| Digit | Variant | Gate parameters | FID | KID | SSIM | FID - classical | ms/step | Seeds |" in text
+    assert "| 0 | cosine | 4240 |" in text and "| 0 | real-vs-real | — |" in text and "sampler = ddim" in text
+    assert (results / "ablations.png").stat().st_size > 0
     cfg = json.loads((runs / "fast" / "mnist-0-cosine-seed0" / "config.json").read_text())
     assert cfg["model"] == "cosine" and cfg["quantum"] == {} and cfg["classes"] == [0]
+
+
+@needs_mnist
+@needs_inception
+def test_noise_study_shares_its_baselines_with_the_ablations(tmp_path, monkeypatch):
+    """The noise study's variants reach the run's config (shots, channel, schedule, eps source), and a
+    variant in both studies (here the classical model) is trained once and reused."""
+    from qdm.reproduce import protocol
+    monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    ablate([0], ["classical"], [0], "fast", protocol("fast"), runs, results, "cpu", progress=False)
+    first = (runs / "fast" / "mnist-0-classical-seed0" / "best.pt").stat().st_mtime_ns
+    ablate([0], ["classical", "shots-100-linear", "eps-quantum"], [0], "fast", protocol("fast"), runs, results,
+           "cpu", progress=False, study="noise")
+    assert (runs / "fast" / "mnist-0-classical-seed0" / "best.pt").stat().st_mtime_ns == first
+    cfg = json.loads((runs / "fast" / "mnist-0-shots-100-linear-seed0" / "config.json").read_text())
+    assert cfg["quantum"] == {"ansatz": "paper", "detach_input": True, "shots": 100, "noise_schedule": "linear"}
+    cfg = json.loads((runs / "fast" / "mnist-0-eps-quantum-seed0" / "config.json").read_text())
+    assert cfg["eps_source"] == "quantum" and cfg["model"] == "quantum"
+    rows = read_csv(results / "noise.csv")
+    assert [r["variant"] for r in rows] == ["classical", "shots-100-linear", "eps-quantum", "real-vs-real"]
+    assert "FID - quantum-paper-detached" in (results / "noise.md").read_text()
+
+
+def test_every_study_variant_builds_a_model_that_its_config_describes():
+    from qdm.ablations import NOISE, STUDIES
+    for study, (variants, reference, _) in STUDIES.items():
+        assert reference in variants
+        for name in variants:
+            trainable, inert = gate_counts(name, "study", variants)
+            assert (trainable == 0) == (name == "classical") and 0 <= inert < max(trainable, 1)
+    assert all(NOISE[v][1]["quantum"]["ansatz"] == "paper" for v in NOISE if v != "classical")
