@@ -7,15 +7,16 @@
 # ---
 
 # %% [markdown]
-# # 10. Quantum-generated noise and noise scheduling
+# # 10. Quantum-generated noise
 #
 # **One idea:** the paper's abstract promises "quantum-generated noise inherent to quantum
 # circuits" and "a newly developed noise scheduling method, applying different noise levels
 # strategically across time steps during the training process", but its method section never
 # specifies either and its code implements neither. `qdm.noise` builds concrete versions, all off
 # by default, and this notebook checks each one against its reference: shot noise and channel
-# noise in the quantum layer, a quantum source for the diffusion noise $\epsilon$, and noise levels
-# that change with the diffusion step $t$.
+# noise in the quantum layer, and a quantum source for the diffusion noise $\epsilon$. Noise levels
+# that change with the diffusion step $t$, and the measured effect of every option on the images,
+# are the next notebook's.
 #
 # What each option is:
 #
@@ -27,8 +28,8 @@
 # | `noise_schedule` | the level of the gate's noise over $t$: constant, linear, cosine | its formula |
 # | `schedule`, `t_sampling`, `t_reweight` | the diffusion schedule (Eq. 2) and how $t$ is drawn in training (Eq. 4) | their formulas |
 #
-# No model is trained in this notebook. Whether any of these options changes image quality is a
-# question for training runs; the last section says where their numbers will be.
+# No model is trained in this notebook. The last three rows, and whether any option changes image
+# quality, are notebook 11's.
 
 # %% tags=["hide-input"]
 import math
@@ -48,10 +49,8 @@ from IPython.display import Markdown, display
 from scipy import stats
 
 import qdm
-from qdm.noise import (CHANNELS, LEVEL_SHAPES, T_SAMPLING, noise_level, paper_channel_exponents,
-                       quantum_randn, quantum_uniform, sample_t, shots_at, t_probabilities)
-from qdm.quantum import QuantumGate, circuit_outputs, closed_form_outputs, parity_sets, weight_shape
-from qdm.schedule import SCHEDULES, make_schedule
+from qdm.noise import CHANNELS, paper_channel_exponents, quantum_randn, quantum_uniform
+from qdm.quantum import circuit_outputs, closed_form_outputs, parity_sets, weight_shape
 from qdm.train import make_config, make_diffusion
 
 # %matplotlib inline
@@ -300,159 +299,23 @@ print("the training's epsilon, from the quantum source:", d.randn((2, 3), torch.
 # model is the same Gaussian. A diffusion model sees only that distribution, so no effect on
 # training or on image quality is expected from the source of $\epsilon$ alone. The option exists
 # so that this can be checked, and to show where hardware bits would plug in.
-#
-# ## (d) Noise scheduling across the diffusion steps
-#
-# The abstract's "different noise levels strategically across time steps" is made concrete as a
-# level $g(t) \in [0, 1]$ of the gate's quantum noise at diffusion step $t = 0, \dots, T-1$ (the
-# code's indices; the paper's $t = 1, \dots, T$):
-#
-# $$
-# g_{\text{constant}}(t) = 1, \qquad g_{\text{linear}}(t) = \frac{t}{T-1}, \qquad
-# g_{\text{cosine}}(t) = \frac{1 - \cos\big(\pi\,t/(T-1)\big)}{2} .
-# $$
-#
-# A channel's probability becomes $p\,g(t)$, and a shot count becomes $\lceil S / g(t)^2\rceil$,
-# so that the shot noise's standard deviation is proportional to $g(t)$ ($g = 0$: the exact
-# expectation). The noise is large at large $t$, where $x_t$ is nearly pure noise anyway, and
-# vanishes near $t = 0$, where the model must get the details right. The U-Net passes each
-# sample's $t$ to the gate, so one batch mixes levels:
 
-# %%
-T, p0 = 1000, 0.1
-t_all = torch.arange(T)
-t_marks = torch.linspace(0, T - 1, 11).round().long()
-torch.manual_seed(4)
-x, w = random_case("paper", seed=1)
-mu = closed_form_outputs(x, N_LAYERS)[0]
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-for c, shape in enumerate(LEVEL_SHAPES):
-    g = noise_level(t_all, T, shape)
-    axes[0].plot(t_all, g, color=f"C{c}", label=shape)
-    axes[1].plot(t_all, shots_at(S, g), color=f"C{c}", label=shape)
-    gm = noise_level(t_marks, T, shape)                      # measured: the exact sampler, per-sample shots
-    shots = shots_at(S, gm).repeat_interleave(COPIES)
-    est = circuit_outputs(x.repeat(len(t_marks) * COPIES, 1), w, "paper", shots=shots).detach()
-    sd = est[:, 0].view(len(t_marks), COPIES).std(1)
-    predicted = gm * math.sqrt((1 - mu[0] ** 2) / S)
-    axes[2].plot(t_all, noise_level(t_all, T, shape) * math.sqrt((1 - mu[0] ** 2) / S), color=f"C{c}", lw=1)
-    axes[2].plot(t_marks, sd, "o", color=f"C{c}", ms=4, label=shape)
-    assert (sd[gm == 0] == 0).all() and ((sd - predicted).abs() <= 0.15 * predicted + 1e-3).all()
-axes[0].secondary_yaxis("right", functions=(lambda v: p0 * v, lambda v: v / p0)).set_ylabel(f"channel p g(t), p = {p0}")
-axes[0].set(xlabel="t", ylabel="level g(t)", title="the gate's noise level")
-axes[1].set(xlabel="t", yscale="log", ylabel=r"shots $\lceil S/g(t)^2\rceil$", title=f"shots per estimate, S = {S}")
-axes[2].set(xlabel="t", ylabel=r"sd of the estimate of $\langle Z_0\rangle$",
-            title="shot noise over t: measured (dots), predicted (lines)")
-for ax in axes:
-    ax.legend(fontsize=7)
-fig.tight_layout()
-plt.show()
 
 # %% [markdown]
-# The same schedule inside the gate: with `noise_schedule="cosine"` a sample at $t = 0$ gets the
-# exact outputs (the same as a gate without shots), one at $t = T-1$ gets $S$ shots:
-
-# %%
-torch.manual_seed(5)
-noisy = QuantumGate(channels=8, n_qubits=N_QUBITS, shots=S, noise_schedule="cosine", T=T)
-exact = QuantumGate(channels=8, n_qubits=N_QUBITS)
-exact.load_state_dict(noisy.state_dict())
-h = torch.randn(2, 8, 7, 7)
-with torch.no_grad():
-    at_0 = noisy(h, torch.tensor([0, 0]))
-    at_end = noisy(h, torch.tensor([T - 1, T - 1]))
-    plain = exact(h)
-print(f"t = 0: equal to the noiseless gate: {torch.equal(at_0, plain)}; "
-      f"t = {T - 1}: largest difference {(at_end - plain).abs().max():.3f}")
-assert torch.equal(at_0, plain) and not torch.allclose(at_end, plain)
-
-# %% [markdown]
-# Two other knobs act on the diffusion itself rather than on the gate. The **diffusion
-# schedule** $\bar\alpha_t$ (Eq. 1-3): the paper's cosine (Eq. 2), the linear $\beta_t$ of Ho et
-# al. (2020), and the sigmoid schedule of Chen (2023), $\bar\alpha(t) = \frac{v_{\text{end}} -
-# \sigma((t/T)(e - s) + s)}{v_{\text{end}} - v_{\text{start}}}$ with $s = -3$, $e = 3$ and
-# $v = \sigma(e), \sigma(s)$. And the **sampling of $t$** in training: the paper draws $t$
-# uniformly in Eq. 4; the option `t_sampling` draws it with
-#
-# $$
-# p(t) \propto 1 - \tfrac12\, g(t) ,
-# $$
-#
-# twice as often at $t = 0$ as at $t = T-1$ (more training where the details are), and `t_reweight`
-# multiplies each sample's loss by the importance weight $w(t) = 1/(T\,p(t))$, so that
-# $\mathbb{E}_{t\sim p}[w(t)\,\ell(t)] = \frac1T\sum_t \ell(t)$, the uniform loss of Eq. 4, in expectation.
-
-# %%
-n_draws = 200_000 if FAST else 2_000_000
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-for c, name in enumerate(SCHEDULES):
-    axes[0].plot(t_all, make_schedule(name, T).alpha_bars, color=f"C{c}", label=name + (" (the paper)" if name == "cosine" else ""))
-ell = torch.rand(T, dtype=torch.float64, generator=torch.Generator().manual_seed(6))   # any per-t loss
-for c, kind in enumerate(T_SAMPLING):
-    p = t_probabilities(T, kind)
-    t, weights = sample_t(n_draws, T, kind, torch.Generator().manual_seed(7), reweight=True)
-    weights = torch.ones(n_draws) if weights is None else weights
-    axes[1].plot(t_all, T * p, color=f"C{c}", label=kind + (" (the paper)" if kind == "uniform" else ""))
-    axes[1].plot(t_all[::50] + 24.5, T * torch.bincount(t, minlength=T).double().view(-1, 50).mean(1) / n_draws,
-                 "o", color=f"C{c}", ms=3)
-    axes[2].plot(t_all, 1 / (T * p), color=f"C{c}", label=kind)
-    assert torch.isclose((p * ell / (T * p)).sum(), ell.mean())       # the importance weights, exactly
-    assert abs((weights.double() * ell[t]).mean() - ell.mean()) < 0.01  # and by sampling
-axes[0].set(xlabel="t", ylabel=r"$\bar\alpha_t$", title="diffusion schedules (Eq. 1-3)")
-axes[1].set(xlabel="t", ylabel="T p(t)", ylim=(0, 1.5), title="t in training: T p(t) (lines), draws (dots)")
-axes[2].set(xlabel="t", ylabel="w(t) = 1 / (T p(t))", title="importance weights with t_reweight")
-for ax in axes:
-    ax.legend(fontsize=7)
-fig.tight_layout()
-plt.show()
-
-# %% [markdown]
-# Without `t_reweight`, the weighted sampling changes the objective: it is Eq. 4 with a loss
-# weighted by $T p(t)$, a different training target from the paper's. With it, the objective is
-# the paper's and only the variance of its estimate changes.
-#
 # ## Training with each option
 #
 # Every option is a flag of `python -m qdm train` and is recorded in the run's `config.json`.
-# Shots, channel and the gate's noise schedule need `--model quantum` (the schedule needs the
-# default `exact` backend); the other three apply to any model:
+# Shots and channel need `--model quantum`; the epsilon source applies to any model:
 #
 # ```bash
-# python -m qdm train --preset quick --digit 0 --model quantum --shots 100                                # (a) shot noise
-# python -m qdm train --preset quick --digit 0 --model quantum --channel depolarizing --noise-p 0.05       # (b) channel noise
-# python -m qdm train --preset quick --digit 0 --model quantum --channel bitflip --noise-p 0.05
-# python -m qdm train --preset quick --digit 0 --model quantum --shots 100 --noise-schedule cosine        # (d) noise over t
-# python -m qdm train --preset quick --digit 0 --model quantum --eps-source quantum                       # (c) quantum epsilon
-# python -m qdm train --preset quick --digit 0 --model quantum --schedule sigmoid                         # diffusion schedule
-# python -m qdm train --preset quick --digit 0 --model quantum --t-sampling cosine --t-reweight           # weighted t
+# python -m qdm train --preset quick --digit 0 --model quantum --shots 100 --out runs/shots100                          # (a)
+# python -m qdm train --preset quick --digit 0 --model quantum --channel depolarizing --noise-p 0.05 --out runs/dep05   # (b)
+# python -m qdm train --preset quick --digit 0 --model quantum --eps-source quantum --out runs/epsq                     # (c)
 # ```
 #
-# (Each run's default folder, `runs/<dataset>-<classes>-<model>-<preset>-seed<seed>`, does not
-# name the noise options: give each run its own `--out`.) `python -m qdm evaluate <run>/best.pt`
-# then scores a run with the protocol of notebook 7.
+# `python -m qdm ablate --study noise` trains and scores all of them side by side; notebook 11
+# shows its table.
 #
-# ## Do they help?
-#
-# This notebook shows that each option does what it says; it cannot say whether any of them
-# improves the generated images. That is measured by training runs with and without each option,
-# over several seeds, beside the classical model and the real-vs-real floor. The table is shown
-# below when `results/noise.md` has been committed:
-
-# %%
-tables = sorted(Path("results").glob("noise*.md"))
-if tables:
-    for table in tables:
-        display(Markdown(table.read_text()))
-else:
-    display(Markdown(
-        "**Not measured yet.** `results/` holds no `noise*.md`: the training runs that compare the "
-        "options have not been run, and `qdm` has no command yet that writes that table. Its cells are "
-        "runs of the commands above (one per option, level and seed, with its own `--out`, e.g. "
-        "`python -m qdm train --preset quick --digit 0 --model quantum --shots 100 --seed 0 "
-        "--out runs/noise/mnist-0-shots100-seed0`), each scored with `python -m qdm evaluate "
-        "runs/noise/mnist-0-shots100-seed0/best.pt`. No claim about image quality is made here."))
-
-# %% [markdown]
 # **What we checked.** (a) Finite-shot estimates of the paper circuit's outputs from qdm's exact
 # sampler have the mean $\langle Z_i\rangle$ and the variance $(1-\langle Z_i\rangle^2)/S$, and
 # are indistinguishable (two-sample KS) from PennyLane's at the same shots; their spread falls as
@@ -461,7 +324,4 @@ else:
 # to float rounding for every $p$ shown, and the trajectory average of the `"ry"` ansatz agrees with
 # `default.mixed` within its standard error. (c) $\epsilon$ built from measured $|+\rangle$ qubits
 # passes a KS test against $\mathcal{N}(0,1)$, as does `torch.randn`; in simulation it is a
-# pseudo-random generator, and on hardware it would still be the same Gaussian. (d) The gate's noise
-# level follows $g(t)$ (measured shot noise $\propto g(t)$, exact at $t = 0$), and the importance
-# weights of weighted $t$-sampling restore the paper's loss in expectation. Whether any option
-# changes FID is not shown here: those training runs are not in `results/` yet.
+# pseudo-random generator, and on hardware it would still be the same Gaussian.
