@@ -1,4 +1,4 @@
-"""Command line: ``python -m qdm train|sample|evaluate|reproduce|ablate|info`` (each with --help).
+"""Command line: ``python -m qdm train|sample|evaluate|reproduce|ablate|curve|info`` (each with --help).
 
 User mistakes (unknown dataset or digit, missing data, a corrupt or mismatched checkpoint,
 a wrong shape) end with one line on stderr and exit status 2, never a traceback.
@@ -32,12 +32,18 @@ def _add_train(sub):
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (start it if absent)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run in --out and start again")
     for name, typ in [("epochs", int), ("steps-per-epoch", int), ("batch-size", int), ("lr", float),
+                      ("lr-schedule", str), ("warmup-steps", int), ("grad-clip", float), ("snapshot-every", int),
                       ("ema-decay", float), ("seed", int), ("val-size", int), ("schedule", str), ("T", int),
                       ("best-by", str), ("final-samples", int), ("final-sampler", str), ("final-steps", int),
                       ("device", str), ("data-dir", str)]:
         p.add_argument(f"--{name}", type=typ, help="(preset value when omitted)")
     p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None,
                    help="EMA decay min(beta, (1+n)/(10+n)) at update n")
+    u = p.add_argument_group("U-Net options (the qdm recipe; off in the paper's)")
+    u.add_argument("--time-every-scale", action=argparse.BooleanOptionalAction, default=None,
+                   help="add the time embedding to every encoder and decoder map, not only the bottleneck")
+    u.add_argument("--skip-mid", action=argparse.BooleanOptionalAction, default=None,
+                   help="a second skip connection (14x14)")
     q = p.add_argument_group("quantum gate (with --model quantum)")
     q.add_argument("--quantum-backend", help="exact (fast torch simulator, default) or pennylane")
     q.add_argument("--ansatz", help="paper (RZ + CNOT chain), rz_ry (official later fix) or ry (real amplitudes)")
@@ -134,6 +140,18 @@ def _add_ablate(sub):
     _add_grid_options(p, "runs/ablations")
 
 
+def _add_curve(sub):
+    p = sub.add_parser("curve", help="learning curves: FID and KID of a run's EMA snapshots against training steps",
+                       description="Score every snapshots/epoch_NNN.pt of each run (trained with --snapshot-every; "
+                                   "the qdm preset keeps one every 10 epochs) and write learning_curves.csv and "
+                                   ".png. Scores are cached next to the snapshots: rerun to add new ones.")
+    p.add_argument("runs", nargs="+", help="run folders")
+    _add_protocol(p)
+    p.add_argument("--out", default="results", help="folder for learning_curves.csv and .png (default results/)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--data-dir", help="data root (default $QDM_DATA_DIR, else ./data)")
+
+
 def _add_info(sub):
     sub.add_parser("info", help="versions, presets and the U-Net's parameter counts",
                    description="Print the versions, the training presets and the model's parameter counts.")
@@ -141,10 +159,14 @@ def _add_info(sub):
 
 def cmd_train(a):
     from qdm.data import parse_classes
-    from qdm.train import make_config, train
+    from qdm.train import PRESETS, make_config, train
     quantum = {arg: getattr(a, flag) for flag, arg in QUANTUM_OPTIONS.items() if getattr(a, flag) is not None}
+    unet = {k: getattr(a, k) for k in ("time_every_scale", "skip_mid") if getattr(a, k) is not None}
     classes = parse_classes(a.classes)
     cfg = make_config(a.preset, dataset=a.dataset, classes=classes, model=a.model, quantum=quantum,
+                      unet={**PRESETS.get(a.preset, {}).get("unet", {}), **unet} if unet else None,
+                      lr_schedule=a.lr_schedule, warmup_steps=a.warmup_steps, grad_clip=a.grad_clip,
+                      snapshot_every=a.snapshot_every,
                       epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, lr=a.lr,
                       ema_decay=a.ema_decay, ema_warmup=a.ema_warmup, seed=a.seed, val_size=a.val_size,
                       schedule=a.schedule, T=a.T, best_by=a.best_by, final_samples=a.final_samples,
@@ -231,6 +253,18 @@ def cmd_ablate(a):
     print(f"wrote {path} (and .csv, _cells.csv in {path.parent})")
 
 
+def cmd_curve(a):
+    from qdm.curves import write_curves
+    from qdm.reproduce import protocol
+    config = Path(a.runs[0]) / "config.json"
+    if not config.exists():
+        raise UserError(f"{a.runs[0]} is not a run folder (no config.json)")
+    preset = json.loads(config.read_text())["preset"]     # the protocol of the runs' preset, DDIM by default
+    proto = protocol(preset, a.n, a.sampler or "ddim", a.steps, a.seed)
+    path = write_curves(a.runs, proto, a.out, a.device, a.data_dir)
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+
+
 def cmd_info(a):
     import torch
     import qdm
@@ -247,11 +281,12 @@ def cmd_info(a):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qdm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub), _add_sample(sub), _add_evaluate(sub), _add_reproduce(sub), _add_ablate(sub), _add_info(sub)
+    for add in (_add_train, _add_sample, _add_evaluate, _add_reproduce, _add_ablate, _add_curve, _add_info):
+        add(sub)
     a = parser.parse_args(argv)
     try:
         {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce,
-         "ablate": cmd_ablate, "info": cmd_info}[a.command](a)
+         "ablate": cmd_ablate, "curve": cmd_curve, "info": cmd_info}[a.command](a)
     except UserError as e:
         print(f"qdm {a.command}: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ A run lives in one folder:
     best.pt       the EMA weights with the lowest validation loss
 """
 import copy
+import math
 import os
 import shutil
 import time
@@ -41,6 +42,11 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # None: every batch of the training set
     batch_size: int = 64
     lr: float = 3e-4
+    lr_schedule: str = "constant"       # constant (the paper) | warmup_cosine: linear warm-up, cosine decay to lr/10
+    warmup_steps: int = 0               # (warmup_cosine only)
+    grad_clip: float | None = None      # clip the gradient's global norm (not in the paper)
+    unet: dict = field(default_factory=dict)    # options of qdm.unet.UNet: time_every_scale, skip_mid
+    snapshot_every: int = 0             # > 0: keep the EMA weights every this many epochs (learning curves)
     ema_decay: float = 0.999
     ema_warmup: bool = False            # decay min(beta, (1+n)/(10+n)) at update n (not in the paper)
     schedule: str = "cosine"            # cosine (the paper) | linear | sigmoid
@@ -74,6 +80,12 @@ PRESETS = {
     # about a minute per classical model on 2 CPU cores); its images are rough zeros, its purpose is
     # comparing gates and noise options trained alike
     "study": dict(lr=1e-3, ema_warmup=True, epochs=10, grid_sampler="ddim", final_sampler="ddim", final_steps=50),
+    # the qdm recipe (issue 10): the paper's architecture family and gate hook, with what is meant
+    # to make digits: time embedding at every scale, a second skip, lr 1e-3 with warm-up and cosine
+    # decay, gradient clipping, EMA warm-up, 100 epochs (8,900 steps), EMA snapshots for learning curves
+    "qdm": dict(lr=1e-3, lr_schedule="warmup_cosine", warmup_steps=200, grad_clip=1.0, ema_warmup=True,
+                unet={"time_every_scale": True, "skip_mid": True}, epochs=100, snapshot_every=10,
+                grid_sampler="ddim"),
     # seconds, for tests and CI: it checks the machinery, not the images
     "fast": dict(epochs=2, steps_per_epoch=3, val_size=32, grid_size=4, grid_sampler="ddim", grid_steps=5,
                  final_samples=8, final_sampler="ddim", final_steps=10),
@@ -117,7 +129,10 @@ def build_model(cfg: TrainConfig) -> UNet:
         gate = CONTROL_GATES[cfg.model]()
     else:
         raise UserError(f"unknown model {cfg.model!r}: choose {', '.join(MODELS[:-1])} or {MODELS[-1]}")
-    return UNet(in_channels=DATASETS[cfg.dataset][0], gate=gate)
+    try:
+        return UNet(in_channels=DATASETS[cfg.dataset][0], gate=gate, **cfg.unet)
+    except TypeError:
+        raise UserError(f"unknown U-Net option in {cfg.unet}: choose from time_every_scale, skip_mid") from None
 
 
 def make_diffusion(cfg: TrainConfig) -> Diffusion:
@@ -133,6 +148,21 @@ def ema_update(ema_model, model, decay: float) -> None:
         p_ema.lerp_(p, 1 - decay)
     for b_ema, b in zip(ema_model.buffers(), model.buffers()):
         b_ema.copy_(b)
+
+
+LR_SCHEDULES = ("constant", "warmup_cosine")
+
+
+def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of update ``step`` (0-based): cfg.lr, or with warmup_cosine a linear
+    warm-up over cfg.warmup_steps, then a cosine decay from cfg.lr to cfg.lr / 10 at the last step."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    check_choice(cfg.lr_schedule, LR_SCHEDULES, "lr schedule")
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - 1 - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def ema_decay_at(cfg: TrainConfig, step: int) -> float:
@@ -152,7 +182,8 @@ def model_from_checkpoint(path, device="cpu", weights: str = "ema"):
     return model.to(device).eval(), cfg
 
 
-RESUME_MUST_MATCH = ("dataset", "classes", "model", "quantum", "batch_size", "lr", "ema_decay",
+RESUME_MUST_MATCH = ("dataset", "classes", "model", "quantum", "batch_size", "lr", "lr_schedule", "warmup_steps",
+                     "grad_clip", "unet", "ema_decay",
                      "ema_warmup", "schedule", "T", "seed", "val_size", "steps_per_epoch",
                      "eps_source", "t_sampling", "t_reweight")
 
@@ -227,6 +258,7 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     diffusion = make_diffusion(cfg)
     check_choice(cfg.t_sampling, T_SAMPLING, "t sampling")
+    check_choice(cfg.lr_schedule, LR_SCHEDULES, "lr schedule")
     gen = torch.Generator().manual_seed(cfg.seed)        # all training randomness
     fixed = torch.Generator().manual_seed(10_000 + cfg.seed)  # validation t and noise
     val_t = torch.randint(0, cfg.T, (len(val_x),), generator=fixed)
@@ -275,6 +307,10 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
                                   weights=None if weights is None else weights[share].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, history["step"], cfg.epochs * steps_per_epoch)
             opt.step()
             history["step"] += 1
             if world > 1:                                # log the global batch's loss
@@ -304,6 +340,9 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
             history["best"], history["best_epoch"] = score, epoch
             save_checkpoint(out / "best.pt", {"config": asdict(cfg), "ema": ema.state_dict(),
                                                "epoch": epoch, "step": history["step"], "score": score})
+        if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
+            save_checkpoint(out / "snapshots" / f"epoch_{epoch:03d}.pt",
+                            {"config": asdict(cfg), "ema": ema.state_dict(), "epoch": epoch, "step": history["step"]})
         history["epoch"] = epoch
         write_text(out / "loss.csv", csv_text(history["steps"]))
         write_text(out / "epochs.csv", csv_text(history["epochs"]))

@@ -34,7 +34,7 @@ def test_train_then_sample_smoke(tmp_path):
 
 
 def test_help_on_every_command():
-    for cmd in ["train", "sample", "evaluate", "reproduce", "ablate", "info"]:
+    for cmd in ["train", "sample", "evaluate", "reproduce", "ablate", "curve", "info"]:
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0

@@ -1,0 +1,94 @@
+"""Learning curves (issue 10): FID and KID of a run's EMA weights against training steps.
+
+A run trained with ``snapshot_every = k`` keeps its EMA weights every k epochs in
+``snapshots/epoch_NNN.pt``. ``learning_curve`` scores each snapshot with a protocol of
+qdm.reproduce (the same sampler, N and test images as the tables) and caches each score next to
+its snapshot, so a rerun, or a longer run, only scores what is new. ``write_curves`` gathers the
+curves of several runs into ``learning_curves.csv`` and ``learning_curves.png``, with each
+digit's real-vs-real floor and the wall time of training up to every point.
+"""
+import csv
+import json
+from pathlib import Path
+
+from qdm import metrics
+from qdm.checkpoint import atomic_write, csv_text, load_checkpoint, write_json, write_text
+from qdm.errors import UserError
+from qdm.reproduce import evaluate_checkpoint, reference_rows
+from qdm.train import resolve_device
+
+
+def _protocol_name(proto: dict) -> str:
+    return f"{proto['sampler']}{proto['steps']}-n{proto['n']}-seed{proto['seed']}"
+
+
+def learning_curve(run: Path, proto: dict, fid_model=None, device="cpu", data_dir=None) -> list[dict]:
+    """One row per snapshot of ``run``: its epoch and step, the training wall time up to it,
+    and FID, KID, SSIM of N images sampled from it (cached as snapshots/epoch_NNN-<protocol>.json)."""
+    run = Path(run)
+    snapshots = sorted((run / "snapshots").glob("epoch_*.pt"))
+    if not snapshots:
+        raise UserError(f"{run} has no snapshots/epoch_*.pt: train it with --snapshot-every K (the qdm preset does)")
+    config = json.loads((run / "config.json").read_text())
+    with open(run / "epochs.csv") as f:
+        epochs = {int(r["epoch"]): r for r in csv.DictReader(f)}
+    seconds, elapsed = {}, 0.0
+    for e in sorted(epochs):
+        steps_in_epoch = int(epochs[e]["step"]) - (int(epochs[e - 1]["step"]) if e - 1 in epochs else 0)
+        elapsed += float(epochs[e]["seconds_per_step"]) * steps_in_epoch
+        seconds[e] = elapsed
+    rows = []
+    for snap in snapshots:
+        cached = snap.with_name(f"{snap.stem}-{_protocol_name(proto)}.json")
+        if cached.exists():
+            result = json.loads(cached.read_text())
+        else:
+            fid_model = fid_model or metrics.inception(device)
+            result, _, _ = evaluate_checkpoint(snap, proto, fid_model, device, data_dir)
+            write_json(cached, result)
+        state = load_checkpoint(snap)
+        rows.append({"run": str(run), "preset": config["preset"], "model": config["model"], "dataset": config["dataset"],
+                     "digit": "all" if config["classes"] is None else "-".join(map(str, config["classes"])),
+                     "seed": config["seed"], "epoch": state["epoch"], "step": state["step"],
+                     "train_seconds": seconds.get(state["epoch"]), "device": config.get("device_used"),
+                     **{k: result[k] for k in ("FID", "KID", "SSIM", "SSIM_nearest", "sample_seconds")},
+                     "sampler": f"{proto['sampler']}-{proto['steps']}", "n": proto["n"]})
+    return rows
+
+
+def plot_curves(rows: list[dict], floors: dict, path: Path) -> None:
+    """FID (log scale) against training steps, a line per run, dashed: each digit's real-vs-real floor."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.3))
+    for c, run in enumerate(dict.fromkeys(r["run"] for r in rows)):
+        mine = [r for r in rows if r["run"] == run]
+        r0 = mine[0]
+        ax.plot([r["step"] for r in mine], [r["FID"] for r in mine], "o-", color=f"C{c}",
+                label=f"{r0['preset']} {r0['model']} digit {r0['digit']} seed {r0['seed']} ({r0['sampler']})")
+    for k, (digit, fid) in enumerate(floors.items()):
+        ax.axhline(fid, ls="--", color="k", lw=1, label="real-vs-real floor" if k == 0 else None)
+        ax.text(ax.get_xlim()[0], fid, f" digit {digit}", va="bottom", fontsize=7)
+    ax.set(xlabel="training steps", ylabel="FID", yscale="log", title=f"Learning curves (N = {rows[0]['n']})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None, floors_dir="runs/curves") -> Path:
+    """Score every snapshot of every run; write learning_curves.csv and .png in ``out_dir``."""
+    device = resolve_device(device)
+    fid_model = metrics.inception(device)
+    rows = [row for run in runs for row in learning_curve(Path(run), proto, fid_model, device, data_dir)]
+    floors = {}   # one class or all classes: the real-vs-real floor at this N
+    for dataset, digit in dict.fromkeys((r["dataset"], r["digit"]) for r in rows):
+        if digit == "all" or digit.isdigit():
+            cls = None if digit == "all" else int(digit)
+            floors[digit] = reference_rows(Path(floors_dir), dataset, cls, proto, fid_model, device,
+                                           data_dir)["real-vs-real"]["FID"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / "learning_curves.csv",
+               csv_text([{**r, "floor_FID": floors.get(r["digit"])} for r in rows]))
+    plot_curves(rows, floors, out_dir / "learning_curves.png")
+    return out_dir / "learning_curves.csv"
