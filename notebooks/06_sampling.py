@@ -62,6 +62,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto wi
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 
 import qdm
 from qdm.diffusion import Diffusion
@@ -270,6 +271,18 @@ plt.show()
 # with its number of steps, which is why qdm draws its per-epoch previews with DDIM-100 and keeps
 # DDPM-1000 (the official code's sampler) for the final samples. How good the images are is the
 # subject of notebook 7.
+#
+# ## DDIM against DDPM on a trained model, measured
+#
+# Speed alone does not pick a sampler; its images must score as well. `benchmarks/bench_samplers.py`
+# samples N = 1000 images from Table I's digit-0 classical model (the paper's recipe) with
+# DDPM-1000, DDIM-100 and DDIM-50, scores them with the protocol of notebook 7 and times each
+# sampler in the same run. Its committed output:
+
+# %%
+samplers = Path("results/samplers.md")
+display(Markdown(samplers.read_text() if samplers.exists() else
+                 "**Not measured yet**: `results/samplers.md` is written by `benchmarks/bench_samplers.py`."))
 
 # %%
 if FAST:

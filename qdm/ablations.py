@@ -101,7 +101,7 @@ def summary_rows(cells: list[dict], floors: dict, variants: list, counts: dict, 
             if v != reference and len(ref_fid) > 1 and len(fid) > 1:
                 row["dFID"] = float(np.mean(fid) - np.mean(ref_fid))
                 row["dFID_se"] = float(np.sqrt(np.var(fid, ddof=1) / len(fid) + np.var(ref_fid, ddof=1) / len(ref_fid)))
-            row["ms_per_step"] = 1000 * mean_std([c["seconds_per_step"] for c in mine])[0]
+            row["ms_per_step"] = 1000 * float(np.median([c["seconds_per_step"] for c in mine]))
             row["seeds"] = len(mine)
             rows.append(row)
         rows.append({"digit": cls, "variant": "real-vs-real", **{m: floors[cls][m] for m in METRICS}})
@@ -152,7 +152,7 @@ def write_study_tables(study: str, cells: list[dict], floors: dict, variants: li
            "gate's trainable parameters; inert ones cannot change its outputs (the paper circuit's RZ angles). "
            f"FID - {reference}: the difference of the mean FIDs, ± its standard error from the seed-to-seed "
            "spread; \"beyond 2 s.e.\" marks a difference larger than twice that. "
-           "ms/step: mean training step time (depends on the device and its load). real-vs-real: N training "
+           "ms/step: training step time, median over the seeds' runs (depends on the device and its load). real-vs-real: N training "
            "images of the digit against its test images, the floor at this N.", "", "Variants:"]
     md += [f"- `{v}`: {table[v][2]}" for v in variants]
     out_dir.mkdir(parents=True, exist_ok=True)
