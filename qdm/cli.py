@@ -22,7 +22,9 @@ def _add_train(sub):
                        description="Train the paper's U-Net (classical or quantum gate) with EMA; writes a run "
                                    "folder with config.json, loss.csv, epochs.csv, loss.png, per-epoch sample "
                                    "grids, best.pt, last.pt, samples.png and summary.json.")
-    p.add_argument("--preset", default="paper", help="paper (the paper's recipe), quick (the ~5 min demo), study (quick for 10 epochs: the ablation and noise studies) or fast (CI)")
+    p.add_argument("--preset", default="paper",
+                   help="paper (the paper's recipe), quick (the ~5 min demo), study (quick for 10 epochs: the "
+                        "ablation and noise studies), qdm (the qdm recipe) or fast (CI)")
     p.add_argument("--dataset", default="mnist", help="mnist or pathmnist")
     p.add_argument("--classes", "--digit", dest="classes", default="0",
                    help="class label(s) to train on: 0, or 0,1, or all (default 0)")
@@ -86,6 +88,10 @@ def _add_evaluate(sub):
     p.add_argument("checkpoint", help="a run's best.pt or last.pt")
     _add_protocol(p)
     p.add_argument("--out", help="JSON path (default: next to the checkpoint, eval_<sampler><steps>_n<N>.json)")
+    _add_device_and_data(p)
+
+
+def _add_device_and_data(p):
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--data-dir", help="data root (default $QDM_DATA_DIR, else ./data)")
 
@@ -104,7 +110,7 @@ def _add_reproduce(sub):
                                    "results/<table>.md, .csv, _cells.csv and a figure per cell, with the paper's "
                                    "numbers beside ours. Resumable cell by cell: rerun the same command to continue.")
     p.add_argument("table", help="table1 (MNIST digits 0-9) or table2 (PathMNIST: all classes, and label 1)")
-    p.add_argument("--preset", default="paper", help="paper (default), quick, study, or fast (minutes, for tests)")
+    p.add_argument("--preset", default="paper", help="paper (default), quick, study, qdm, or fast (minutes, for tests)")
     p.add_argument("--classes", "--digits", dest="classes", help="columns to run, e.g. 0,1 (default: the table's)")
     p.add_argument("--models", default="classical,quantum", help="classical,quantum (default both)")
     p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2 (default 0)")
@@ -117,8 +123,7 @@ def _add_grid_options(p, runs_dir: str):
     _add_protocol(p)
     p.add_argument("--runs-dir", default=runs_dir, help=f"where the cells' run folders go (default {runs_dir})")
     p.add_argument("--results-dir", help="where the tables go (default results/; fast preset: inside --runs-dir)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--data-dir", help="data root (default $QDM_DATA_DIR, else ./data)")
+    _add_device_and_data(p)
 
 
 def _add_ablate(sub):
@@ -136,7 +141,7 @@ def _add_ablate(sub):
                         "noise: see qdm.ablations.NOISE")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (default 0,1,2)")
     p.add_argument("--preset", default="paper", help="paper (default), quick, study (the quick recipe, 10 epochs), "
-                                                     "or fast (minutes, for tests)")
+                                                     "qdm, or fast (minutes, for tests)")
     _add_grid_options(p, "runs/ablations")
 
 
@@ -148,8 +153,7 @@ def _add_curve(sub):
     p.add_argument("runs", nargs="+", help="run folders")
     _add_protocol(p)
     p.add_argument("--out", default="results", help="folder for learning_curves.csv and .png (default results/)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--data-dir", help="data root (default $QDM_DATA_DIR, else ./data)")
+    _add_device_and_data(p)
 
 
 def _add_info(sub):
