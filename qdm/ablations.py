@@ -108,22 +108,26 @@ def summary_rows(cells: list[dict], floors: dict, variants: list, counts: dict, 
     return rows
 
 
-def plot_study(rows: list[dict], title: str, path: Path) -> None:
-    """FID per variant as bars (mean over seeds, error bars: seed std), one panel per digit,
-    the real-vs-real floor as a dashed line."""
+MODEL_COLORS = {"classical": "tab:gray", "quantum": "tab:purple"}    # other gates: tab:blue
+
+
+def plot_study(rows: list[dict], title: str, path: Path, models: dict) -> None:
+    """FID per variant as bars (mean over seeds, error bars: seed std; colour: the variant's
+    model, ``models``), one panel per digit, the real-vs-real floor as a dashed line."""
     import matplotlib.pyplot as plt
     digits = list(dict.fromkeys(r["digit"] for r in rows))
-    fig, axes = plt.subplots(1, len(digits), figsize=(1 + 5 * len(digits), 4), squeeze=False)
+    width = max(5.0, 0.6 * len(models))
+    fig, axes = plt.subplots(1, len(digits), figsize=(1 + width * len(digits), 4.8), squeeze=False)
     for ax, d in zip(axes[0], digits):
         mine = [r for r in rows if r["digit"] == d and r["variant"] != "real-vs-real"]
         floor = next(r["FID"] for r in rows if r["digit"] == d and r["variant"] == "real-vs-real")
         ax.bar(range(len(mine)), [r["FID"] for r in mine], yerr=[r["FID_seed_std"] or 0 for r in mine],
-               capsize=3, color="tab:blue")
+               capsize=3, color=[MODEL_COLORS.get(models[r["variant"]], "tab:blue") for r in mine])
         ax.axhline(floor, ls="--", color="k", label=f"real-vs-real {floor:.1f}")
         ax.set_xticks(range(len(mine)), [r["variant"] for r in mine], rotation=60, ha="right", fontsize=8)
         ax.set(title=f"digit {d}", ylabel="FID (lower is better)")
         ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
@@ -160,8 +164,8 @@ def write_study_tables(study: str, cells: list[dict], floors: dict, variants: li
     write_text(out_dir / f"{study}.csv", csv_text(rows))
     write_text(out_dir / f"{study}_cells.csv", csv_text([{k: v for k, v in c.items() if k != "protocol"}
                                                          for c in cells]))
-    plot_study(rows, f"{study}: {title} (preset {preset}, N = {proto['n']}, {proto['sampler']}-{proto['steps']})",
-               out_dir / f"{study}.png")
+    plot_study(rows, f"{study}: {title}\n(preset {preset}, N = {proto['n']}, {proto['sampler']}-{proto['steps']}; "
+                     "mean ± std over seeds)", out_dir / f"{study}.png", {v: table[v][0] for v in variants})
     return out_dir / f"{study}.md"
 
 
