@@ -41,3 +41,12 @@ def read_csv(path) -> list[dict]:
     """A results CSV as a list of rows (dicts of strings)."""
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def one_line_error(capsys, args, pattern):
+    """The CLI with ``args`` fails with exit code 2 and one line on stderr containing ``pattern``."""
+    from qdm.cli import main
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert pattern in err, err

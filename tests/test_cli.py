@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, needs_mnist
+from conftest import ROOT, needs_mnist, one_line_error
 from qdm.cli import main
 
 
@@ -38,13 +38,6 @@ def test_help_on_every_command():
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
-
-
-def one_line_error(capsys, args, pattern):
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
-    assert pattern in err, err
 
 
 def test_bad_input_gives_one_line(tmp_path, capsys):

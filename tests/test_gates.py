@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import needs_inception, needs_mnist, read_csv
+from conftest import needs_inception, needs_mnist, one_line_error, read_csv
 from qdm import gates as gates_module
 from qdm.ablations import GATES, ablate, gate_counts
 from qdm.cli import main
@@ -143,13 +143,6 @@ def test_control_model_trains_through_the_cli(tmp_path, tiny_data, monkeypatch, 
 
 
 # --- the ablation runner ------------------------------------------------------------------------
-def one_line_error(capsys, args, pattern):
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
-    assert pattern in err, err
-
-
 def test_ablate_bad_input_gives_one_line_before_any_work(tmp_path, capsys):
     where = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "r")]
     one_line_error(capsys, ["ablate", "--gates", "classical,magic", *where], "unknown variant 'magic'")
