@@ -236,5 +236,7 @@ else:
 # gradients, and equals the circuit simulated by PennyLane for any $R_Z$ angles. So in this
 # architecture, "the quantum layer" of the paper is a classical product of cosines; whether *any*
 # gate, quantum or classical, improves FID over the classical model beyond the seed-to-seed spread
-# is what `results/ablations.md` answers: its last column says, per gate, whether the FID
-# difference from the classical model is larger than twice its standard error.
+# is what `results/ablations.md` answers: its column "FID - classical" says, per digit and gate,
+# whether the FID difference from the classical model is larger than twice its standard error,
+# and its last table asks the same question with the differences averaged over the digits
+# (three times the seeds, so about $1/\sqrt{3}$ of the standard error).

@@ -108,6 +108,26 @@ def summary_rows(cells: list[dict], floors: dict, variants: list, counts: dict, 
     return rows
 
 
+def pooled_rows(rows: list[dict], reference: str) -> list[dict]:
+    """Each variant's FID difference from the reference averaged over the digits that have one,
+    (1/D) sum_d dFID_d, with standard error sqrt(sum_d se_d^2) / D (digits trained independently):
+    the same question as the per-digit rows, asked with D times the seeds."""
+    pooled = []
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == v and r.get("dFID") is not None]
+        if v == reference or len(mine) < 2:
+            continue
+        d = len(mine)
+        pooled.append({"variant": v, "digits": " ".join(str(r["digit"]) for r in mine),
+                       "dFID": float(np.mean([r["dFID"] for r in mine])),
+                       "dFID_se": float(np.sqrt(sum(r["dFID_se"] ** 2 for r in mine)) / d)})
+    return pooled
+
+
+def _diff(r: dict) -> str:
+    return f"{r['dFID']:+.2f} ± {r['dFID_se']:.2f}" + (" (beyond 2 s.e.)" if abs(r["dFID"]) > 2 * r["dFID_se"] else "")
+
+
 MODEL_COLORS = {"classical": "tab:gray", "quantum": "tab:purple"}    # other gates: tab:blue
 
 
@@ -147,11 +167,15 @@ def write_study_tables(study: str, cells: list[dict], floors: dict, variants: li
             params, diff, step, seeds = "—", "—", "—", "—"
         else:
             params = f"{r['gate_parameters']}" + (f" ({r['inert_parameters']} inert)" if r["inert_parameters"] else "")
-            diff = "—" if r["dFID"] is None else (f"{r['dFID']:+.2f} ± {r['dFID_se']:.2f}"
-                                                 + (" (beyond 2 s.e.)" if abs(r["dFID"]) > 2 * r["dFID_se"] else ""))
+            diff = "—" if r["dFID"] is None else _diff(r)
             step, seeds = f"{r['ms_per_step']:.0f}", str(r["seeds"])
         values = [_fmt(r[m], r.get(f"{m}_seed_std"), m) for m in METRICS]
         md.append(f"| {r['digit']} | {r['variant']} | {params} | " + " | ".join(values) + f" | {diff} | {step} | {seeds} |")
+    pooled = pooled_rows(rows, reference)
+    if pooled:
+        md += ["", f"Over digits: FID - {reference}, the per-digit differences averaged "
+               "(± the standard error of that average):", "", "| Variant | Digits | FID - " + reference + " |",
+               "|---|---|---|"] + [f"| {r['variant']} | {r['digits']} | {_diff(r)} |" for r in pooled]
     md += ["", "Mean over seeds, ± their standard deviation (with two seeds or more). Gate parameters: the "
            "gate's trainable parameters; inert ones cannot change its outputs (the paper circuit's RZ angles). "
            f"FID - {reference}: the difference of the mean FIDs, ± its standard error from the seed-to-seed "
@@ -162,6 +186,8 @@ def write_study_tables(study: str, cells: list[dict], floors: dict, variants: li
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / f"{study}.md", "\n".join(md) + "\n")
     write_text(out_dir / f"{study}.csv", csv_text(rows))
+    if pooled:
+        write_text(out_dir / f"{study}_pooled.csv", csv_text(pooled))
     write_text(out_dir / f"{study}_cells.csv", csv_text([{k: v for k, v in c.items() if k != "protocol"}
                                                          for c in cells]))
     plot_study(rows, f"{study}: {title}\n(preset {preset}, N = {proto['n']}, {proto['sampler']}-{proto['steps']}; "

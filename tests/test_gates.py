@@ -5,12 +5,13 @@ import inspect
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import needs_inception, needs_mnist, one_line_error, read_csv
 from qdm import gates as gates_module
-from qdm.ablations import GATES, ablate, gate_counts
+from qdm.ablations import GATES, ablate, gate_counts, pooled_rows, summary_rows
 from qdm.cli import main
 from qdm.errors import UserError
 from qdm.gates import CONTROL_GATES, CosineProductGate, gate_parameters, inert_parameters, xor_sets
@@ -152,6 +153,25 @@ def test_ablate_bad_input_gives_one_line_before_any_work(tmp_path, capsys):
     one_line_error(capsys, ["ablate", "--preset", "huge", *where], "unknown preset 'huge'")
     one_line_error(capsys, ["ablate", "--sampler", "euler", *where], "unknown sampler 'euler'")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "r").exists()
+
+
+def test_pooled_difference_averages_digits_and_their_standard_errors():
+    """Over D digits: mean of the per-digit FID differences, s.e. sqrt(sum se_d^2) / D, computed
+    from cells (independent seeds per digit); a variant on one digit only is not pooled."""
+    fid = {(0, "classical"): [200.0, 210.0, 190.0], (0, "mlp"): [180.0, 195.0, 185.0],
+           (1, "classical"): [100.0, 120.0, 110.0], (1, "mlp"): [90.0, 95.0, 130.0],
+           (1, "se"): [100.0, 101.0, 102.0]}
+    cells = [{"variant": v, "cls": str(d), "FID": f, "KID": 0.1, "SSIM": 0.2, "seconds_per_step": 0.05}
+             for (d, v), fs in fid.items() for f in fs]
+    floors = {d: {"FID": 9.0, "KID": 0.0, "SSIM": 0.3} for d in (0, 1)}
+    counts = {"classical": (0, 0), "mlp": (4322, 0), "se": (4240, 0)}
+    rows = summary_rows(cells, floors, ["classical", "mlp", "se"], counts, "classical")
+    pooled = pooled_rows(rows, "classical")
+    assert [p["variant"] for p in pooled] == ["mlp"] and pooled[0]["digits"] == "0 1"
+    diffs = [np.mean(fid[d, "mlp"]) - np.mean(fid[d, "classical"]) for d in (0, 1)]
+    var = [(np.var(fid[d, "mlp"], ddof=1) + np.var(fid[d, "classical"], ddof=1)) / 3 for d in (0, 1)]
+    assert pooled[0]["dFID"] == pytest.approx(np.mean(diffs))
+    assert pooled[0]["dFID_se"] == pytest.approx(np.sqrt(sum(var)) / 2)
 
 
 @needs_mnist
