@@ -193,5 +193,11 @@ else:
 # %% [markdown]
 # **What the table can say.** A row differs from the noiseless quantum model only if its FID
 # difference is larger than about twice its standard error; with three seeds that standard error
-# is itself rough. The closing notes of the project's issues state the result of the committed
-# run; the table above is that run, not edited.
+# is itself rough. The table above is the committed run, not edited. On digit 0 with three seeds
+# it says: no option, shot noise or channel noise, constant or scheduled over $t$, nor the quantum
+# source of $\epsilon$, moved FID by more than twice its standard error (differences from -29 to
+# +2 FID, standard errors 16 to 20). With ten options compared, one difference near 2 s.e. is
+# expected by chance; the quantum $\epsilon$ (-29 ± 16) draws from the same $N(0, 1)$ as
+# `torch.randn` (notebook 10 tests it), so it acts as another draw of random numbers, not as a new
+# kind of noise. A simulator cannot show more: on hardware, shot and channel noise would come
+# from the device, here they come from a pseudo-random generator with the same statistics.
