@@ -88,6 +88,20 @@ def test_ssim_is_one_for_itself_and_drops_with_noise(channels):
     assert metrics.ssim_nearest_real(x, x) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_matrix_equals_scikit_image_for_every_pair(channels):
+    """The batched SSIM (a 'valid' 7x7 average pool) against skimage's structural_similarity,
+    pair by pair, on discs with and without noise (more rows than one chunk) and uniform noise."""
+    a = torch.cat([blobs(40, 1, channels), blobs(30, 2, channels, noise=0.3)])
+    b = torch.cat([blobs(5, 3, channels, noise=0.1), torch.rand(4, channels, 28, 28) * 2 - 1, a[:2]])
+    ga, gb = metrics._to_numpy_images(a), metrics._to_numpy_images(b)
+    theirs = np.array([[metrics.ssim(x, y) for y in gb] for x in ga])
+    mine = metrics.ssim_matrix(a, b, chunk=32)
+    assert mine.shape == (70, 11) and mine.dtype == torch.float64
+    np.testing.assert_allclose(mine.numpy(), theirs, rtol=0, atol=1e-12)
+    assert metrics.ssim_nearest_real(a, b) == pytest.approx(theirs.max(axis=1).mean(), abs=1e-12)
+
+
 def test_reference_features_are_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("QDM_CACHE", str(tmp_path))
     import qdm.data
