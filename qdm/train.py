@@ -188,8 +188,13 @@ RESUME_MUST_MATCH = ("dataset", "classes", "model", "quantum", "batch_size", "lr
                      "eps_source", "t_sampling", "t_reweight")
 
 
+RUN_LOGS = {"config.json", "loss.csv", "epochs.csv", "loss.png", "samples"}   # what a run writes besides .pt
+
+
 def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
-    """Return the state to resume from, or None for a fresh run; refuse to clobber a run."""
+    """Return the state to resume from, or None for a fresh run; refuse to clobber a run. With
+    ``resume``, a run stopped before its first checkpoint (its config.json and logs, no .pt
+    file) has nothing to resume and starts again."""
     last = out / "last.pt"
     if resume and last.exists():
         state = load_checkpoint(last)
@@ -201,7 +206,9 @@ def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) 
                             f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); choose another --out")
         return state
     if out.exists() and any(out.iterdir()):
-        if overwrite:
+        entries = {p.name for p in out.iterdir()}
+        unstarted = "config.json" in entries and entries <= RUN_LOGS and not any(out.rglob("*.pt"))
+        if overwrite or (resume and unstarted):
             shutil.rmtree(out)
         elif resume:
             raise UserError(f"{out} holds files but no last.pt to resume from: use --overwrite or another --out")
