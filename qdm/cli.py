@@ -151,6 +151,7 @@ def _add_curve(sub):
                                    "the qdm preset keeps one every 10 epochs) and write learning_curves.csv and "
                                    ".png. Scores are cached next to the snapshots: rerun to add new ones.")
     p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--every", type=int, default=1, help="score only snapshots at a multiple of this many epochs (default 1: all)")
     _add_protocol(p)
     p.add_argument("--out", default="results", help="folder for learning_curves.csv and .png (default results/)")
     _add_device_and_data(p)
@@ -263,9 +264,11 @@ def cmd_curve(a):
     config = Path(a.runs[0]) / "config.json"
     if not config.exists():
         raise UserError(f"{a.runs[0]} is not a run folder (no config.json)")
+    if a.every < 1:
+        raise UserError(f"--every must be a positive number of epochs, got {a.every}")
     preset = json.loads(config.read_text())["preset"]     # the protocol of the runs' preset, DDIM by default
     proto = protocol(preset, a.n, a.sampler or "ddim", a.steps, a.seed)
-    path = write_curves(a.runs, proto, a.out, a.device, a.data_dir)
+    path = write_curves(a.runs, proto, a.out, a.device, a.data_dir, every=a.every)
     print(f"wrote {path} and {path.with_suffix('.png')}")
 
 

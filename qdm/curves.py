@@ -22,13 +22,16 @@ def _protocol_name(proto: dict) -> str:
     return f"{proto['sampler']}{proto['steps']}-n{proto['n']}-seed{proto['seed']}"
 
 
-def learning_curve(run: Path, proto: dict, fid_model=None, device="cpu", data_dir=None) -> list[dict]:
-    """One row per snapshot of ``run``: its epoch and step, the training wall time up to it,
-    and FID, KID, SSIM of N images sampled from it (cached as snapshots/epoch_NNN-<protocol>.json)."""
+def learning_curve(run: Path, proto: dict, fid_model=None, device="cpu", data_dir=None, every: int = 1) -> list[dict]:
+    """One row per snapshot of ``run`` whose epoch is a multiple of ``every``: its epoch and step, the
+    training wall time up to it, and FID, KID, SSIM of N images sampled from it (cached as
+    snapshots/epoch_NNN-<protocol>.json)."""
     run = Path(run)
     snapshots = sorted((run / "snapshots").glob("epoch_*.pt"))
+    snapshots = [s for s in snapshots if int(s.stem.split("_")[1]) % every == 0]
     if not snapshots:
-        raise UserError(f"{run} has no snapshots/epoch_*.pt: train it with --snapshot-every K (the qdm preset does)")
+        raise UserError(f"{run} has no snapshots/epoch_*.pt{f' at a multiple of {every} epochs' if every > 1 else ''}: "
+                        "train it with --snapshot-every K (the qdm preset does)")
     config = json.loads((run / "config.json").read_text())
     with open(run / "epochs.csv") as f:
         epochs = {int(r["epoch"]): r for r in csv.DictReader(f)}
@@ -75,11 +78,12 @@ def plot_curves(rows: list[dict], floors: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None, floors_dir="runs/curves") -> Path:
-    """Score every snapshot of every run; write learning_curves.csv and .png in ``out_dir``."""
+def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None, floors_dir="runs/curves",
+                 every: int = 1) -> Path:
+    """Score every snapshot (every ``every`` epochs) of every run; write learning_curves.csv and .png in ``out_dir``."""
     device = resolve_device(device)
     fid_model = metrics.inception(device)
-    rows = [row for run in runs for row in learning_curve(Path(run), proto, fid_model, device, data_dir)]
+    rows = [row for run in runs for row in learning_curve(Path(run), proto, fid_model, device, data_dir, every)]
     floors = {}   # one class or all classes: the real-vs-real floor at this N
     for dataset, digit in dict.fromkeys((r["dataset"], r["digit"]) for r in rows):
         if digit == "all" or digit.isdigit():

@@ -12,6 +12,7 @@ import copy
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -363,9 +364,24 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
                        f"val EMA {row['val_loss_ema']:.4f}  ({row['seconds_per_step'] * 1000:.0f} ms/step)")
     summary = finish(out, cfg, device, progress) if rank == 0 else {}
     if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+        _leave_process_group()
     return summary
+
+
+def _leave_process_group(wait_seconds: float = 60.0) -> None:
+    """Meet the other ranks, then destroy the process group, waiting at most ``wait_seconds``:
+    destroy_process_group can hang on rare occasions with the peers already gone (pytorch#75097;
+    seen once here, under gloo); every file is written by then, so a stuck shutdown is left to
+    the process's exit rather than waited on forever."""
+    import threading
+    import torch.distributed as dist
+    dist.barrier()
+    leaving = threading.Thread(target=dist.destroy_process_group, daemon=True)
+    leaving.start()
+    leaving.join(wait_seconds)
+    if leaving.is_alive():
+        print(f"qdm: destroy_process_group did not return within {wait_seconds:.0f} s; exiting without it",
+              file=sys.stderr)
 
 
 def finish(out: Path, cfg: TrainConfig, device, progress: bool = True) -> dict:
