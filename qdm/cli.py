@@ -151,7 +151,7 @@ def _add_curve(sub):
                                    "the qdm preset keeps one every 10 epochs) and write learning_curves.csv and "
                                    ".png. Scores are cached next to the snapshots: rerun to add new ones.")
     p.add_argument("runs", nargs="+", help="run folders")
-    p.add_argument("--every", type=int, default=1, help="score only snapshots at a multiple of this many epochs (default 1: all)")
+    p.add_argument("--every", type=int, default=1, help="score every K-th snapshot of each run, counted back from its last (default 1: all)")
     _add_protocol(p)
     p.add_argument("--out", default="results", help="folder for learning_curves.csv and .png (default results/)")
     _add_device_and_data(p)
@@ -265,7 +265,7 @@ def cmd_curve(a):
     if not config.exists():
         raise UserError(f"{a.runs[0]} is not a run folder (no config.json)")
     if a.every < 1:
-        raise UserError(f"--every must be a positive number of epochs, got {a.every}")
+        raise UserError(f"--every must be a positive whole number (every K-th snapshot), got {a.every}")
     preset = json.loads(config.read_text())["preset"]     # the protocol of the runs' preset, DDIM by default
     proto = protocol(preset, a.n, a.sampler or "ddim", a.steps, a.seed)
     path = write_curves(a.runs, proto, a.out, a.device, a.data_dir, every=a.every)

@@ -23,15 +23,13 @@ def _protocol_name(proto: dict) -> str:
 
 
 def learning_curve(run: Path, proto: dict, fid_model=None, device="cpu", data_dir=None, every: int = 1) -> list[dict]:
-    """One row per snapshot of ``run`` whose epoch is a multiple of ``every``: its epoch and step, the
-    training wall time up to it, and FID, KID, SSIM of N images sampled from it (cached as
-    snapshots/epoch_NNN-<protocol>.json)."""
+    """One row per scored snapshot of ``run`` (every ``every``-th, counted back from the last): its
+    epoch and step, the training wall time up to it, and FID, KID, SSIM of N images sampled from
+    it (cached as snapshots/epoch_NNN-<protocol>.json)."""
     run = Path(run)
-    snapshots = sorted((run / "snapshots").glob("epoch_*.pt"))
-    snapshots = [s for s in snapshots if int(s.stem.split("_")[1]) % every == 0]
+    snapshots = sorted((run / "snapshots").glob("epoch_*.pt"))[::-1][::every][::-1]
     if not snapshots:
-        raise UserError(f"{run} has no snapshots/epoch_*.pt{f' at a multiple of {every} epochs' if every > 1 else ''}: "
-                        "train it with --snapshot-every K (the qdm preset does)")
+        raise UserError(f"{run} has no snapshots/epoch_*.pt: train it with --snapshot-every K (the qdm preset does)")
     config = json.loads((run / "config.json").read_text())
     with open(run / "epochs.csv") as f:
         epochs = {int(r["epoch"]): r for r in csv.DictReader(f)}
