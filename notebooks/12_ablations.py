@@ -241,13 +241,12 @@ else:
 # and its last table asks the same question with the differences averaged over the digits
 # (three times the seeds, so about $1/\sqrt{3}$ of the standard error).
 #
-# **What the committed run says** (digits 0, 1 and 8, three seeds each; the trainable ansaetze
-# on digits 0 and 1). No gate beats the classical model. Averaged over the digits, the paper's
-# circuit as its code runs it (input detached, +24 FID) and both trainable ansaetze (rz_ry +33,
-# ry +18) are worse by more than twice the standard error; the paper's circuit with its input
-# trained (+12) and its twin `cosine` (+14) differ from each other by about 2 ± 10 FID, as a
-# circuit that *is* a product of cosines must; the classical controls mlp and se are level with
-# no gate. Every model stays far above the real-vs-real floor, so these are differences between
-# equally unfinished models, and with seven gates compared one difference near two standard
-# errors is expected by chance: the finding is that no quantum row is better, and several are
-# consistently worse.
+# **What the committed run says** (digits 0, 1 and 8, three seeds each, all 72 cells). No gate
+# beats the classical model. Averaged over the digits, the paper's circuit as its code runs it
+# (input detached, +24 FID) and both trainable ansaetze (rz_ry +33, ry +21) are worse by more than
+# twice the standard error, each on every digit; the paper's circuit with its input trained (+12)
+# and its twin `cosine` (+14) differ from each other by about 2 ± 10 FID, as a circuit that *is*
+# a product of cosines must; the classical controls mlp and se are level with no gate. Every model
+# stays far above the real-vs-real floor, so these are differences between equally unfinished
+# models, and with seven gates compared one difference near two standard errors is expected by
+# chance: the finding is that no quantum row is better, and several are consistently worse.
