@@ -121,10 +121,10 @@ assert torch.cumprod(beta, 0)[-1] < 1e-6 < 0.999 ** 2670
 #
 # In fast mode (CI) this trains the `fast` preset with the `qdm` network options and snapshots for
 # a few steps, and scores its two snapshots with 16 images: it checks the machinery (its images
-# are noise). In full mode it trains the `qdm` preset on digit 0 into `runs/curves/qdm-mnist-0`
-# (about 15 minutes of training on 2 CPU cores; reused when present) and scores every snapshot
-# with N = 1000 DDIM-100 images. The committed learning curves, when there are some, are shown
-# below it.
+# are noise). In full mode it uses the digit-0 classical cell of `reproduce table1 --preset qdm`,
+# `runs/reproduce/qdm/mnist-0-classical-seed0` (reused when present, else trained: about 17
+# minutes on 2 CPU cores), and scores every third snapshot with N = 1000 DDIM-100 images. The
+# committed learning curves, when there are some, are shown below it.
 
 # %%
 from qdm.curves import write_curves
@@ -135,14 +135,14 @@ if FAST:
     cfg = make_config("fast", device="cpu", snapshot_every=1, unet=PRESETS["qdm"]["unet"])
     proto = protocol("fast")
 else:
-    run_dir = Path("runs/curves/qdm-mnist-0")
-    cfg = make_config("qdm", device="auto")
+    run_dir = Path("runs/reproduce/qdm/mnist-0-classical-seed0")
+    cfg = make_config("qdm", classes=[0], model="classical", seed=0, device="auto")
     proto = protocol("qdm", 1000, "ddim", 100)
 if not (run_dir / "summary.json").exists():
     train(cfg, run_dir, resume=True, progress=False)
 out = run_dir.parent / "curves" if FAST else Path("runs/curves/results")
 csv_path = write_curves([run_dir], proto, out, device="cpu" if FAST else "auto",
-                        floors_dir=run_dir.parent if FAST else "runs/curves")
+                        floors_dir=run_dir.parent if FAST else "runs/curves", every=1 if FAST else 3)
 display(Image(filename=str(csv_path.with_suffix(".png"))))
 
 # %%
@@ -154,8 +154,8 @@ else:
     display(Markdown(
         "**No committed learning curves yet.** They are produced by\n\n"
         "```bash\npython -m qdm train --preset paper --digit 0 --snapshot-every 3 --out runs/curves/paper-0\n"
-        "python -m qdm train --preset qdm --digit 0 --out runs/curves/qdm-0\n"
-        "python -m qdm curve runs/curves/paper-0 runs/curves/qdm-0 --n 1000 --sampler ddim --steps 100\n```\n\n"
+        "python -m qdm reproduce table1 --preset qdm --digits 0 --models classical\n"
+        "python -m qdm curve runs/reproduce/qdm/mnist-0-classical-seed0 runs/curves/paper-0 --every 3\n```\n\n"
         "Whether the `qdm` recipe reaches its goal (FID at most twice the real-vs-real floor) is what "
         "they will show; nothing is claimed here before they exist."))
 
