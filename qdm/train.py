@@ -369,13 +369,12 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
 
 
 def _leave_process_group(wait_seconds: float = 60.0) -> None:
-    """Meet the other ranks, then destroy the process group, waiting at most ``wait_seconds``:
-    destroy_process_group can hang on rare occasions with the peers already gone (pytorch#75097;
-    seen once here, under gloo); every file is written by then, so a stuck shutdown is left to
-    the process's exit rather than waited on forever."""
+    """Destroy this rank's process group, waiting at most ``wait_seconds``. No barrier first: the
+    last collective is the last step's, after which rank 0 alone validates and writes, and a final
+    barrier + destroy has hung here twice under gloo with one peer already gone (pytorch#75097);
+    every file is written by then, so a stuck shutdown is left to the process's exit."""
     import threading
     import torch.distributed as dist
-    dist.barrier()
     leaving = threading.Thread(target=dist.destroy_process_group, daemon=True)
     leaving.start()
     leaving.join(wait_seconds)
