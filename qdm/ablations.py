@@ -1,6 +1,6 @@
 """Studies that compare variants of one model trained alike: the ablations for the paper's question
-"is it the quantum circuit that helps?" (``GATES``, issue 9) and the quantum noise options
-(``NOISE``, issue 7).
+"is it the quantum circuit that helps?" (``GATES``, issue 9), the quantum noise options
+(``NOISE``, issue 7) and the qdm recipe's changes, each taken back out (``RECIPE``, issue 10).
 
 Every variant is the same U-Net with a gate at the bottleneck (Eq. 8) and some TrainConfig
 overrides. Each (digit, variant, seed) cell is trained with the same preset and evaluated with the
@@ -22,7 +22,7 @@ from qdm.data import check_dataset
 from qdm.errors import UserError
 from qdm.gates import gate_parameters, inert_parameters
 from qdm.reproduce import mean_std, protocol, reference_rows, run_cell
-from qdm.train import build_model, make_config, resolve_device
+from qdm.train import PRESETS, TrainConfig, build_model, make_config, resolve_device
 
 DATASET = "mnist"
 PAPER_QUANTUM = {"ansatz": "paper", "detach_input": True}    # Table I's quantum model (the official code)
@@ -61,9 +61,33 @@ NOISE = {   # the paper's quantum model with each quantum noise option of qdm.no
     "eps-quantum": ("quantum", {"quantum": PAPER_QUANTUM, "eps_source": "quantum"},
                     "diffusion noise epsilon from measured |+> bits (qdm.noise.quantum_randn)"),
 }
+QDM_RECIPE = {k: PRESETS["qdm"][k] for k in ("lr", "lr_schedule", "warmup_steps", "grad_clip", "ema_warmup", "unet")}
+PAPER_RECIPE = {k: getattr(TrainConfig(), k) for k in QDM_RECIPE}    # the same keys as the paper trained them
+
+
+def _without(what: str, **changes):
+    return ("classical", {**QDM_RECIPE, **changes}, what)
+
+
+RECIPE = {  # the classical model with the qdm recipe, with each of its changes undone in turn (issue 10);
+    # the number of steps is the preset's, so that the study asks what each change buys at one budget
+    "qdm": _without("the qdm recipe (training options of the qdm preset)"),
+    "no-time-every-scale": _without("time embedding at the bottleneck only, as in the paper",
+                                    unet={**QDM_RECIPE["unet"], "time_every_scale": False}),
+    "no-skip-mid": _without("no second skip connection at 14x14, as in the paper",
+                            unet={**QDM_RECIPE["unet"], "skip_mid": False}),
+    "constant-lr": _without("constant learning rate (no warm-up, no cosine decay)", lr_schedule="constant",
+                            warmup_steps=0),
+    "lr-3e-4": _without("the paper's learning rate 3e-4 (warm-up and cosine decay kept)", lr=PAPER_RECIPE["lr"]),
+    "no-grad-clip": _without("no gradient clipping", grad_clip=None),
+    "no-ema-warmup": _without("EMA 0.999 from the first step (the random initial weights decay as 0.999^k)",
+                              ema_warmup=False),
+    "paper": ("classical", PAPER_RECIPE, "all of them undone: the paper's recipe"),
+}
 STUDIES = {  # study -> (variants, the variant each row is compared with, a title)
     "ablations": (GATES, "classical", "the gate at the U-Net's bottleneck"),
     "noise": (NOISE, "quantum-paper-detached", "quantum noise options on the paper's quantum model"),
+    "recipe": (RECIPE, "qdm", "the qdm recipe's changes, each undone (classical model)"),
 }
 METRICS = ("FID", "KID", "SSIM")
 
@@ -84,8 +108,8 @@ def _fmt(mean, std, metric):
 
 def summary_rows(cells: list[dict], floors: dict, variants: list, counts: dict, reference: str) -> list[dict]:
     """One row per (digit, variant) with mean and std over seeds, and the FID difference from the
-    reference variant with its standard error sqrt(s1^2/n1 + s2^2/n2); then the digit's
-    real-vs-real floor."""
+    reference variant with its standard error sqrt(s1^2/n1 + s2^2/n2) (none with a single seed on
+    either side); then the digit's real-vs-real floor."""
     rows = []
     for cls in floors:
         by_variant = {v: [c for c in cells if c["variant"] == v and c["cls"] == str(cls)] for v in variants}
@@ -98,9 +122,10 @@ def summary_rows(cells: list[dict], floors: dict, variants: list, counts: dict, 
                 row[m], row[f"{m}_seed_std"] = mean_std([c[m] for c in mine])
             fid = [c["FID"] for c in mine]
             row["dFID"] = row["dFID_se"] = None
-            if v != reference and len(ref_fid) > 1 and len(fid) > 1:
+            if v != reference and ref_fid:
                 row["dFID"] = float(np.mean(fid) - np.mean(ref_fid))
-                row["dFID_se"] = float(np.sqrt(np.var(fid, ddof=1) / len(fid) + np.var(ref_fid, ddof=1) / len(ref_fid)))
+                if len(ref_fid) > 1 and len(fid) > 1:
+                    row["dFID_se"] = float(np.sqrt(np.var(fid, ddof=1) / len(fid) + np.var(ref_fid, ddof=1) / len(ref_fid)))
             row["ms_per_step"] = 1000 * float(np.median([c["seconds_per_step"] for c in mine]))
             row["seeds"] = len(mine)
             rows.append(row)
@@ -114,7 +139,7 @@ def pooled_rows(rows: list[dict], reference: str) -> list[dict]:
     the same question as the per-digit rows, asked with D times the seeds."""
     pooled = []
     for v in dict.fromkeys(r["variant"] for r in rows):
-        mine = [r for r in rows if r["variant"] == v and r.get("dFID") is not None]
+        mine = [r for r in rows if r["variant"] == v and r.get("dFID_se") is not None]
         if v == reference or len(mine) < 2:
             continue
         d = len(mine)
@@ -125,6 +150,8 @@ def pooled_rows(rows: list[dict], reference: str) -> list[dict]:
 
 
 def _diff(r: dict) -> str:
+    if r["dFID_se"] is None:
+        return f"{r['dFID']:+.2f} (one seed: no s.e.)"
     return f"{r['dFID']:+.2f} ± {r['dFID_se']:.2f}" + (" (beyond 2 s.e.)" if abs(r["dFID"]) > 2 * r["dFID_se"] else "")
 
 

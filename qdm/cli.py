@@ -134,11 +134,12 @@ def _add_ablate(sub):
                                    "with the real-vs-real floor. Resumable: rerun the same command to continue.")
     p.add_argument("--digits", "--classes", dest="classes", default="0,1,8", help="MNIST digits (default 0,1,8)")
     p.add_argument("--study", default="ablations",
-                   help="ablations (the gates at the bottleneck, default) or noise (the quantum noise options)")
+                   help="ablations (the gates at the bottleneck, default), noise (the quantum noise options) or "
+                        "recipe (the qdm recipe's changes, each undone; the preset sets the steps)")
     p.add_argument("--variants", "--gates", dest="variants",
                    help="comma-separated, from the study's variants (default all); ablations: classical, "
                         "quantum-paper-detached, quantum-paper, quantum-rz_ry, quantum-ry, cosine, mlp, se; "
-                        "noise: see qdm.ablations.NOISE")
+                        "noise: see qdm.ablations.NOISE; recipe: see qdm.ablations.RECIPE")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (default 0,1,2)")
     p.add_argument("--preset", default="paper", help="paper (default), quick, study (the quick recipe, 10 epochs), "
                                                      "qdm, or fast (minutes, for tests)")

@@ -233,5 +233,25 @@ def test_every_study_variant_builds_a_model_that_its_config_describes():
         assert reference in variants
         for name in variants:
             trainable, inert = gate_counts(name, "study", variants)
-            assert (trainable == 0) == (name == "classical") and 0 <= inert < max(trainable, 1)
+            assert (trainable == 0) == (variants[name][0] == "classical") and 0 <= inert < max(trainable, 1)
     assert all(NOISE[v][1]["quantum"]["ansatz"] == "paper" for v in NOISE if v != "classical")
+
+
+@needs_mnist
+@needs_inception
+def test_recipe_study_trains_each_variant_with_its_options(tmp_path, monkeypatch):
+    """The recipe study's variants reach the run's config, and with one seed the FID difference from
+    the full recipe is reported without a standard error."""
+    from qdm.reproduce import protocol
+    monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    ablate([0], ["qdm", "no-skip-mid"], [0], "fast", protocol("fast"), runs, results, "cpu", progress=False,
+           study="recipe")
+    full = json.loads((runs / "fast" / "mnist-0-qdm-seed0" / "config.json").read_text())
+    cut = json.loads((runs / "fast" / "mnist-0-no-skip-mid-seed0" / "config.json").read_text())
+    assert full["unet"] == {"time_every_scale": True, "skip_mid": True} and full["lr_schedule"] == "warmup_cosine"
+    assert cut["unet"] == {"time_every_scale": True, "skip_mid": False} and cut["grad_clip"] == 1.0
+    rows = read_csv(results / "recipe.csv")
+    assert [r["variant"] for r in rows] == ["qdm", "no-skip-mid", "real-vs-real"]
+    assert float(rows[1]["dFID"]) == pytest.approx(float(rows[1]["FID"]) - float(rows[0]["FID"]))
+    assert rows[1]["dFID_se"] == "" and "(one seed: no s.e.)" in (results / "recipe.md").read_text()

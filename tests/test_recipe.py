@@ -29,6 +29,31 @@ def test_the_paper_network_is_unchanged_and_the_qdm_options_add_what_they_say():
     assert count_parameters(build_model(make_config("qdm"))) == 445_985 + extra_time + extra_skip
 
 
+
+def test_recipe_study_undoes_one_change_at_a_time():
+    """Each variant of the recipe study differs from the qdm recipe in the one change it names (and
+    the paper variant in all of them, set back to the paper's values); the U-Net options change the
+    network by exactly their parameters; the study's steps are the preset's."""
+    from qdm.ablations import PAPER_RECIPE, QDM_RECIPE, RECIPE
+    qdm_cfg, paper_cfg = make_config("qdm"), make_config("paper")
+    assert QDM_RECIPE == {k: getattr(qdm_cfg, k) for k in QDM_RECIPE}
+    assert PAPER_RECIPE == {k: getattr(paper_cfg, k) for k in QDM_RECIPE}
+    assert all(QDM_RECIPE[k] != PAPER_RECIPE[k] for k in QDM_RECIPE)    # every key is a change of the recipe
+    changed = {}
+    for name, (model, overrides, _) in RECIPE.items():
+        assert model == "classical" and "epochs" not in overrides
+        cfg = make_config("quick", **overrides)
+        changed[name] = {k for k in QDM_RECIPE if getattr(cfg, k) != QDM_RECIPE[k]}
+    assert changed["qdm"] == set() and changed["paper"] == set(QDM_RECIPE)
+    assert all(len(c) in (1, 2) for n, c in changed.items() if n not in ("qdm", "paper"))
+    assert changed["constant-lr"] == {"lr_schedule", "warmup_steps"} and changed["lr-3e-4"] == {"lr"}
+    full = count_parameters(build_model(make_config("quick", **RECIPE["qdm"][1])))
+    params = {n: count_parameters(build_model(make_config("quick", **RECIPE[n][1])))
+              for n in ("no-time-every-scale", "no-skip-mid", "paper")}
+    assert params["paper"] == 445_985
+    assert full - params["no-time-every-scale"] + full - params["no-skip-mid"] == full - 445_985
+
+
 def _t_dependence(model, x):
     """How much the output changes with t when the bottleneck's time embedding is zeroed."""
     with torch.no_grad():
