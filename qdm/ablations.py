@@ -21,7 +21,7 @@ from qdm.checkpoint import atomic_write, csv_text, write_text
 from qdm.data import check_dataset
 from qdm.errors import UserError
 from qdm.gates import gate_parameters, inert_parameters
-from qdm.reproduce import mean_std, protocol, reference_rows, run_cell
+from qdm.reproduce import cells_csv, mean_std, protocol, recorded_cells, reference_rows, run_cell
 from qdm.train import PRESETS, TrainConfig, build_model, make_config, resolve_device
 
 DATASET = "mnist"
@@ -180,9 +180,16 @@ def plot_study(rows: list[dict], title: str, path: Path, models: dict) -> None:
     plt.close(fig)
 
 
+def study_name(study: str, preset: str) -> str:
+    """The results' file name: the study's own for the study preset it was made with (and the fast
+    one, which writes elsewhere), <study>_<preset> for another preset, so two presets never mix."""
+    return study if preset in ("study", "fast") else f"{study}_{preset}"
+
+
 def write_study_tables(study: str, cells: list[dict], floors: dict, variants: list, counts: dict, proto: dict,
-                       preset: str, out_dir: Path) -> Path:
-    """<study>.md, .csv (``summary_rows``), <study>_cells.csv (every cell) and <study>.png."""
+                       preset: str, out_dir: Path, other_cells: list = ()) -> Path:
+    """<study>.md, .csv (``summary_rows``), <study>_cells.csv (every cell, and ``other_cells``: those
+    of other protocols) and <study>.png; the files are named by ``study_name``."""
     table, reference, title = STUDIES[study]
     rows = summary_rows(cells, floors, variants, counts, reference)
     md = [f"# {study.capitalize()}: {title} (preset `{preset}`)", "",
@@ -210,16 +217,16 @@ def write_study_tables(study: str, cells: list[dict], floors: dict, variants: li
            "ms/step: training step time, median over the seeds' runs (depends on the device and its load). real-vs-real: N training "
            "images of the digit against its test images, the floor at this N.", "", "Variants:"]
     md += [f"- `{v}`: {table[v][2]}" for v in variants]
+    name = study_name(study, preset)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / f"{study}.md", "\n".join(md) + "\n")
-    write_text(out_dir / f"{study}.csv", csv_text(rows))
+    write_text(out_dir / f"{name}.md", "\n".join(md) + "\n")
+    write_text(out_dir / f"{name}.csv", csv_text(rows))
     if pooled:
-        write_text(out_dir / f"{study}_pooled.csv", csv_text(pooled))
-    write_text(out_dir / f"{study}_cells.csv", csv_text([{k: v for k, v in c.items() if k != "protocol"}
-                                                         for c in cells]))
+        write_text(out_dir / f"{name}_pooled.csv", csv_text(pooled))
+    write_text(out_dir / f"{name}_cells.csv", cells_csv(list(cells) + list(other_cells)))
     plot_study(rows, f"{study}: {title}\n(preset {preset}, N = {proto['n']}, {proto['sampler']}-{proto['steps']}; "
-                     "mean ± std over seeds)", out_dir / f"{study}.png", {v: table[v][0] for v in variants})
-    return out_dir / f"{study}.md"
+                     "mean ± std over seeds)", out_dir / f"{name}.png", {v: table[v][0] for v in variants})
+    return out_dir / f"{name}.md"
 
 
 def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "paper",
@@ -238,23 +245,32 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
         raise UserError(f"unknown variant {bad[0]!r} for {study}: choose from {', '.join(table)}")
     if not (classes and variants and seeds):
         raise UserError("give at least one digit, one variant and one seed")
-    counts = {v: gate_counts(v, preset, table) for v in variants}  # an unknown preset fails here, before any work
     proto = proto or protocol(preset)
-    device = resolve_device(device)
-    fid_model = metrics.inception(device)
+    make_config(preset)                                     # an unknown preset fails here, before any work
     root = Path(runs_dir) / preset
     results = Path(results_dir or ("results" if preset != "fast" else root / "results"))
-    cells, floors, path = [], {}, None
+    key = lambda c: (c["variant"], c["cls"], c["seed"])     # noqa: E731
+    cells, others = recorded_cells(results / f"{study_name(study, preset)}_cells.csv", preset, proto, key)
+    shown_variants = [v for v in table if v in variants or any(c["variant"] == v for c in cells.values())]
+    shown_classes = sorted(set(classes) | {int(c["cls"]) for c in cells.values()})
+    counts = {v: gate_counts(v, preset, table) for v in shown_variants}
+    device = resolve_device(device)
+    fid_model = metrics.inception(device)
+    floors = {cls: reference_rows(root, DATASET, cls, proto, fid_model, device, data_dir)["real-vs-real"]
+              for cls in shown_classes}
     for cls in classes:
-        floors[cls] = reference_rows(root, DATASET, cls, proto, fid_model, device, data_dir)["real-vs-real"]
         for v in variants:
             model, overrides, _ = table[v]
             for seed in seeds:
                 name = f"{DATASET}-{cls}-{v}-seed{seed}"
+                if (v, str(cls), seed) in cells:           # recorded in results/: kept as it is
+                    continue
                 if progress:
                     print(f"[{study}] cell {name}", flush=True)
                 cell = run_cell(root / name, preset, DATASET, cls, model, seed, proto, fid_model, device,
                                 data_dir, progress=progress, overrides=overrides)
-                cells.append({"variant": v, **cell})
-                path = write_study_tables(study, cells, floors, variants, counts, proto, preset, results)
-    return path
+                cells[(v, str(cls), seed)] = {"variant": v, **cell}
+                write_study_tables(study, list(cells.values()), floors, shown_variants, counts, proto, preset,
+                                   results, others)
+    return write_study_tables(study, list(cells.values()), floors, shown_variants, counts, proto, preset,
+                              results, others)

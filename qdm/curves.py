@@ -5,7 +5,8 @@ A run trained with ``snapshot_every = k`` keeps its EMA weights every k epochs i
 qdm.reproduce (the same sampler, N and test images as the tables) and caches each score next to
 its snapshot, so a rerun, or a longer run, only scores what is new. ``write_curves`` gathers the
 curves of several runs into ``learning_curves.csv`` and ``learning_curves.png``, with each
-digit's real-vs-real floor and the wall time of training up to every point.
+digit's real-vs-real floor and the wall time of training up to every point; the rows of runs not
+scored this time are kept (their folders, under runs/, may be gone; the CSV is what is committed).
 """
 import csv
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 from qdm import metrics
 from qdm.checkpoint import atomic_write, csv_text, load_checkpoint, write_json, write_text
 from qdm.errors import UserError
-from qdm.reproduce import evaluate_checkpoint, reference_rows
+from qdm.reproduce import _parsed, evaluate_checkpoint, reference_rows
 from qdm.train import resolve_device
 
 
@@ -88,9 +89,16 @@ def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None,
             cls = None if digit == "all" else int(digit)
             floors[digit] = reference_rows(Path(floors_dir), dataset, cls, proto, fid_model, device,
                                            data_dir)["real-vs-real"]["FID"]
+    rows = [{**r, "floor_FID": floors.get(r["digit"])} for r in rows]
     out_dir = Path(out_dir)
+    path = out_dir / "learning_curves.csv"
+    if path.exists():                          # the curves of other runs, as they were written
+        with open(path) as f:
+            kept = [{**{k: _parsed(v) for k, v in r.items()}, "digit": r["digit"]} for r in csv.DictReader(f)
+                    if r["run"] not in {row["run"] for row in rows}]
+        rows = kept + rows
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "learning_curves.csv",
-               csv_text([{**r, "floor_FID": floors.get(r["digit"])} for r in rows]))
-    plot_curves(rows, floors, out_dir / "learning_curves.png")
-    return out_dir / "learning_curves.csv"
+    write_text(path, csv_text(rows))
+    plot_curves(rows, {r["digit"]: r["floor_FID"] for r in rows if r["floor_FID"] is not None},
+                out_dir / "learning_curves.png")
+    return path

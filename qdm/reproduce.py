@@ -1,14 +1,16 @@
 """The paper's Table I (MNIST, per digit) and Table II (PathMNIST), filled with our numbers.
 
 Each cell (model x class x seed) is one training run plus one evaluation, kept in its own
-folder under ``runs/reproduce/<preset>/``; a finished cell has ``metrics.json`` and is
-skipped on a rerun, an unfinished one resumes from its ``last.pt``. After every cell the
+folder under ``runs/reproduce/<preset>/``; a finished cell has ``metrics.json`` there and a row
+in ``results/<table>_cells.csv`` and is skipped on a rerun (from a fresh clone too: the row is
+enough), an unfinished one resumes from its ``last.pt``. After every cell the
 tables are rewritten (Markdown and CSV) with the paper's own numbers beside ours and
 reference rows that give them a scale: real-vs-real (N training images of the class against
 its test images: the floor at this N) and Gaussian noise against the same test images (the
 ceiling). The quantum cells run the paper's circuit as the official code ran it (paper
 ansatz, circuit input detached; see qdm.quantum).
 """
+import csv
 import json
 import multiprocessing
 import os
@@ -183,6 +185,41 @@ def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int
     return result
 
 
+def cells_csv(cells: list[dict]) -> str:
+    """Every cell's numbers as CSV, its protocol as one JSON column (so it can be read back)."""
+    return csv_text([{**c, "protocol": json.dumps(c["protocol"])} for c in cells])
+
+
+def _parsed(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None if text == "" else text
+
+
+def recorded_cells(path: Path, preset: str, proto: dict, key) -> tuple[dict, list]:
+    """The cells a results file ``<name>_cells.csv`` already holds: those of this preset and
+    protocol by ``key(cell)``, and the others (written back untouched, never shown with these).
+    Run folders live in runs/, which is not committed; results/ is. So a fresh clone continues a
+    table or a study from what results/ records: a recorded cell is neither recomputed nor dropped. Rows from before the file had a protocol column were all scored with
+    the preset's default protocol."""
+    cells, others = {}, []
+    if not Path(path).exists():
+        return cells, others
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        cell = {**{k: _parsed(v) for k, v in row.items()}, "cls": row["cls"]}
+        cell["protocol"] = json.loads(row["protocol"]) if row.get("protocol") else protocol(cell["preset"])
+        if cell["preset"] == preset and cell["protocol"] == proto:
+            cells[key(cell)] = cell
+        else:
+            others.append(cell)
+    return cells, others
+
+
 def _fmt(x, metric):
     if x is None:
         return "—"
@@ -207,10 +244,10 @@ def paper_row(table: str, metric: str, model: str, columns: list) -> list | None
 
 
 def write_tables(table: str, cells: list[dict], refs: dict, columns: list, proto: dict, preset: str,
-                 out_dir: Path) -> Path:
+                 out_dir: Path, other_cells: list = ()) -> Path:
     """<table>.md / .csv (the paper's layout: rows per model, a column per class, Avg and Std
     over the classes; ours as mean over seeds, ± std when there are several) and
-    <table>_cells.csv (every cell's numbers)."""
+    <table>_cells.csv (every cell's numbers, and ``other_cells``: those of other protocols)."""
     header = [column(c) for c in columns] + ["Avg", "Std"]
     md = [f"# {table}: paper vs ours (preset `{preset}`)", "",
           "Protocol: " + "; ".join(f"{k} = {v}" for k, v in proto.items()) + ".", "",
@@ -250,7 +287,7 @@ def write_tables(table: str, cells: list[dict], refs: dict, columns: list, proto
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / f"{name}.md", "\n".join(md) + "\n")
     write_text(out_dir / f"{name}.csv", csv_text(csv_rows))
-    write_text(out_dir / f"{name}_cells.csv", csv_text([{k: v for k, v in c.items() if k != "protocol"} for c in cells]))
+    write_text(out_dir / f"{name}_cells.csv", cells_csv(list(cells) + list(other_cells)))
     return out_dir / f"{name}.md"
 
 
@@ -342,8 +379,17 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     device = resolve_device(device)
     root = Path(runs_dir) / preset
     results = Path(results_dir or ("results" if preset != "fast" else root / "results"))
-    tasks = [(cls, model, seed) for cls in columns for model in models for seed in seeds]
-    cells, refs, skipped = [], {}, []
+    name = table_name(table, preset)
+    key = lambda c: (c["model"], c["cls"], c["seed"])     # noqa: E731
+    cells, others = recorded_cells(results / f"{name}_cells.csv", preset, proto, key)   # never recomputed
+    tasks = [(cls, model, seed) for cls in columns for model in models for seed in seeds
+             if (model, column(cls), seed) not in cells]
+    shown = sorted(set(columns) | {None if c["cls"] == "all" else int(c["cls"]) for c in cells.values()},
+                   key=lambda k: (k is not None, k or 0))    # the requested columns and the recorded ones
+    fid_model = metrics.inception(device)                 # a missing weights file fails here, once
+    refs = {k: reference_rows(root, dataset, k, proto, fid_model, device, data_dir)
+            for k in shown if k not in {task[0] for task in tasks}}
+    skipped = []
 
     def collect(task, out):
         ref, cell = out
@@ -352,20 +398,18 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
             print(f"[reproduce {table}] cell {task} is being run by another process: skipped", flush=True)
             return
         refs[task[0]] = ref
-        cells.append(cell)
-        write_tables(table, cells, refs, columns, proto, preset, results)
+        cells[key(cell)] = cell
+        write_tables(table, list(cells.values()), refs, shown, proto, preset, results, others)
         if progress:
             print(f"[reproduce {table}] cell {task} done: FID {cell['FID']:.2f}, SSIM {cell['SSIM']:.4f}", flush=True)
 
     args = (root, preset, table, dataset)
     if jobs == 1:
-        fid_model = metrics.inception(device)
         for task in tasks:
             if progress:
                 print(f"[reproduce {table}] cell {task}", flush=True)
             collect(task, run_task(*args, *task, proto, device, data_dir, results, progress, fid_model))
-    else:
-        metrics.inception(device)                         # a missing weights file fails here, once
+    elif tasks:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         # columns innermost: the first cells to run at once are of different columns, so that
         # workers do not compute the same column's reference rows side by side
@@ -379,7 +423,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     if not cells:
         raise UserError("no cell was finished: every cell is held by another process (see "
                         f"{root / 'locks'}; delete a lock whose process has died)")
-    return results / f"{table_name(table, preset)}.md"
+    return write_tables(table, list(cells.values()), refs, shown, proto, preset, results, others)
 
 
 def plot_table(csv_path, metric: str = "FID", ax=None):

@@ -227,6 +227,31 @@ def test_noise_study_shares_its_baselines_with_the_ablations(tmp_path, monkeypat
     assert "FID - quantum-paper-detached" in (results / "noise.md").read_text()
 
 
+@needs_mnist
+@needs_inception
+def test_a_study_continues_from_the_cells_results_records(tmp_path, monkeypatch):
+    """With the run folders gone (a fresh clone), a study keeps the cells <study>_cells.csv records and
+    adds new digits and variants beside them; another preset writes files of its own name."""
+    import shutil
+    from qdm.ablations import study_name
+    from qdm.reproduce import protocol
+    monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    ablate([0], ["classical"], [0], "fast", protocol("fast"), runs, results, "cpu", progress=False)
+    first = read_csv(results / "ablations_cells.csv")
+    shutil.rmtree(runs)
+    ablate([1], ["cosine"], [0], "fast", protocol("fast"), runs, results, "cpu", progress=False)
+    assert sorted(p.name for p in (runs / "fast").glob("mnist-*")) == ["mnist-1-cosine-seed0"]
+    cells = read_csv(results / "ablations_cells.csv")
+    assert [(c["variant"], c["cls"]) for c in cells] == [("classical", "0"), ("cosine", "1")]
+    assert cells[0]["FID"] == first[0]["FID"]
+    rows = read_csv(results / "ablations.csv")
+    assert [(r["digit"], r["variant"]) for r in rows] == [("0", "classical"), ("0", "real-vs-real"),
+                                                          ("1", "cosine"), ("1", "real-vs-real")]
+    assert [study_name("noise", p) for p in ("study", "fast", "paper", "qdm")] == ["noise", "noise", "noise_paper",
+                                                                                    "noise_qdm"]
+
+
 def test_every_study_variant_builds_a_model_that_its_config_describes():
     from qdm.ablations import NOISE, STUDIES
     for study, (variants, reference, _) in STUDIES.items():

@@ -1,6 +1,7 @@
 """The qdm recipe (issue 10): U-Net options, learning-rate schedule, gradient clipping, EMA
 snapshots and learning curves; the paper's recipe unchanged."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -169,3 +170,12 @@ def test_learning_curve_scores_every_snapshot_once(tmp_path, monkeypatch, capsys
     assert main(["curve", str(run), str(tmp_path), "--out", str(out), "--device", "cpu"]) == 2
     assert "has no snapshots" in capsys.readouterr().err
     assert len(read_csv(out / "learning_curves.csv")) == 2                   # the failed call wrote nothing
+    # another run's curve joins the file; the first run's rows stay as written, its folder gone
+    other = tmp_path / "other"
+    assert main(["train", "--preset", "fast", "--epochs", "1", "--snapshot-every", "1", "--out", str(other),
+                 "--device", "cpu", "--no-progress"]) == 0
+    before = read_csv(out / "learning_curves.csv")
+    shutil.rmtree(run)
+    assert main(["curve", str(other), "--out", str(out), "--device", "cpu"]) == 0
+    rows = read_csv(out / "learning_curves.csv")
+    assert rows[:2] == before and [(r["run"], r["epoch"]) for r in rows[2:]] == [(str(other), "1")]

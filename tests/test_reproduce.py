@@ -124,3 +124,35 @@ def test_cell_lock_is_exclusive_and_takes_over_a_dead_processs_lock(tmp_path):
     with cell_lock(lock) as mine:
         assert not mine
     assert lock.exists()
+
+
+@needs_mnist
+@needs_inception
+def test_a_fresh_clone_continues_from_the_cells_results_records(tmp_path, monkeypatch):
+    """results/ is committed and runs/ is not: with the run folders gone, a rerun keeps every cell
+    that <table>_cells.csv records (not retrained, still in the table, its column's reference rows
+    beside it) and adds the new ones; cells scored with another protocol stay in the file, unshown."""
+    import shutil
+    from qdm.reproduce import protocol
+    monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    run = dict(models=["classical"], runs_dir=runs, results_dir=results, device="cpu", progress=False)
+    reproduce("table1", "fast", classes=[0], **run)
+    first = read_csv(results / "table1_cells.csv")
+    shutil.rmtree(runs)
+    reproduce("table1", "fast", classes=[1], **run)
+    assert not (runs / "fast" / "mnist-0-classical-seed0").exists()          # not retrained
+    cells = read_csv(results / "table1_cells.csv")
+    assert [(c["cls"], c["FID"]) for c in cells[:1]] == [("0", first[0]["FID"])] and cells[1]["cls"] == "1"
+    rows = read_csv(results / "table1.csv")
+    assert list(rows[0]) == ["metric", "row", "0", "1", "Avg", "Std"]
+    by = {(r["metric"], r["row"]): r for r in rows}
+    assert float(by[("FID", "ours classical")]["0"]) == float(first[0]["FID"])
+    assert float(by[("FID", "ours real-vs-real")]["0"]) > 0 and float(by[("FID", "ours real-vs-real")]["1"]) > 0
+    mean = (float(cells[0]["FID"]) + float(cells[1]["FID"])) / 2
+    assert float(by[("FID", "ours classical")]["Avg"]) == pytest.approx(mean)
+    # another protocol (N = 8): its table shows its own cell alone; the two cells above stay in the file
+    reproduce("table1", "fast", classes=[1], proto=protocol("fast", n=8), **run)
+    assert list(read_csv(results / "table1.csv")[0]) == ["metric", "row", "1", "Avg", "Std"]
+    cells = read_csv(results / "table1_cells.csv")
+    assert sorted((c["cls"], json.loads(c["protocol"])["n"]) for c in cells) == [("0", 16), ("1", 8), ("1", 16)]
