@@ -5,8 +5,9 @@ A run trained with ``snapshot_every = k`` keeps its EMA weights every k epochs i
 qdm.reproduce (the same sampler, N and test images as the tables) and caches each score next to
 its snapshot, so a rerun, or a longer run, only scores what is new. ``write_curves`` gathers the
 curves of several runs into ``learning_curves.csv`` and ``learning_curves.png``, with each
-digit's real-vs-real floor and the wall time of training up to every point; the rows of runs not
-scored this time are kept (their folders, under runs/, may be gone; the CSV is what is committed).
+digit's real-vs-real floor and the wall time of training up to every point. The rows of runs (or
+protocols) not scored this time are kept: their folders, under runs/, may be gone; the CSV is
+what is committed.
 """
 import csv
 import json
@@ -59,19 +60,23 @@ def learning_curve(run: Path, proto: dict, fid_model=None, device="cpu", data_di
 
 
 def plot_curves(rows: list[dict], floors: dict, path: Path) -> None:
-    """FID (log scale) against training steps, a line per run, dashed: each digit's real-vs-real floor."""
+    """FID (log scale) against training steps, a colour per run, a line style per sampler (and N);
+    dashed black: each digit's real-vs-real floor."""
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.3))
-    for c, run in enumerate(dict.fromkeys(r["run"] for r in rows)):
-        mine = [r for r in rows if r["run"] == run]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    protocols = list(dict.fromkeys((r["sampler"], r["n"]) for r in rows))
+    for run, proto in dict.fromkeys((r["run"], (r["sampler"], r["n"])) for r in rows):
+        mine = [r for r in rows if r["run"] == run and (r["sampler"], r["n"]) == proto]
         r0 = mine[0]
-        ax.plot([r["step"] for r in mine], [r["FID"] for r in mine], "o-", color=f"C{c}",
-                label=f"{r0['preset']} {r0['model']} digit {r0['digit']} seed {r0['seed']} ({r0['sampler']})")
+        ax.plot([r["step"] for r in mine], [r["FID"] for r in mine], ["o-", "s--", "^:"][protocols.index(proto) % 3],
+                color=f"C{runs.index(run)}", label=f"{r0['preset']} {r0['model']} digit {r0['digit']} seed {r0['seed']}"
+                f" ({r0['sampler']}, N = {r0['n']})")
     for k, (digit, fid) in enumerate(floors.items()):
         ax.axhline(fid, ls="--", color="k", lw=1, label="real-vs-real floor" if k == 0 else None)
         ax.text(ax.get_xlim()[0], fid, f" digit {digit}", va="bottom", fontsize=7)
-    ax.set(xlabel="training steps", ylabel="FID", yscale="log", title=f"Learning curves (N = {rows[0]['n']})")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="training steps", ylabel="FID", yscale="log", title="Learning curves")
+    ax.legend(fontsize=6.5)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
@@ -92,11 +97,11 @@ def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None,
     rows = [{**r, "floor_FID": floors.get(r["digit"])} for r in rows]
     out_dir = Path(out_dir)
     path = out_dir / "learning_curves.csv"
-    if path.exists():                          # the curves of other runs, as they were written
+    if path.exists():                          # other runs' curves (or other protocols'), as they were written
+        scored = {(r["run"], r["sampler"], r["n"]) for r in rows}
         with open(path) as f:
-            kept = [{**{k: _parsed(v) for k, v in r.items()}, "digit": r["digit"]} for r in csv.DictReader(f)
-                    if r["run"] not in {row["run"] for row in rows}]
-        rows = kept + rows
+            kept = [{**{k: _parsed(v) for k, v in r.items()}, "digit": r["digit"]} for r in csv.DictReader(f)]
+        rows = [r for r in kept if (r["run"], r["sampler"], r["n"]) not in scored] + rows
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(path, csv_text(rows))
     plot_curves(rows, {r["digit"]: r["floor_FID"] for r in rows if r["floor_FID"] is not None},
