@@ -232,7 +232,7 @@ def cmd_evaluate(a):
 
 def cmd_reproduce(a):
     from qdm.data import check_dataset
-    from qdm.reproduce import TABLES, protocol, reproduce
+    from qdm.reproduce import TABLES, against_floor, protocol, reproduce
     classes = None
     if a.classes is not None:   # "0,1"; for table2 "all" is the column of all classes together
         classes = [None if c.strip() == "all" else c for c in a.classes.split(",")]
@@ -244,6 +244,10 @@ def cmd_reproduce(a):
                      _int_list(a.seeds, "seeds"), proto, a.runs_dir, a.results_dir, a.device, a.data_dir,
                      progress=not a.no_progress, jobs=a.jobs)
     print(path.read_text())
+    for r in against_floor(path.parent, a.table, a.preset, proto):
+        print(f"class {r['class']} {r['model']} seed {r['seed']}: FID {r['FID']:.2f} = {r['FID / floor']:.2f}x the "
+              f"real-vs-real floor {r['floor']:.2f} ({r['train_minutes']:.0f} min training, "
+              f"{r['sample_minutes']:.0f} min sampling)")
     print(f"wrote {path} (and .csv, _cells.csv, figures in {path.parent})")
 
 

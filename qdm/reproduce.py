@@ -426,6 +426,21 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     return write_tables(table, list(cells.values()), refs, shown, proto, preset, results, others)
 
 
+def against_floor(results_dir, table: str, preset: str, proto: dict | None = None) -> list[dict]:
+    """Each recorded cell of a table (its protocol: the preset's default unless given) beside its
+    column's real-vs-real FID from ``<table>.csv``: FID / floor, the measure of issue 10's goal (at
+    most 2), and the cell's wall times (training, and sampling + scoring)."""
+    results_dir, name = Path(results_dir), table_name(table, preset)
+    with open(results_dir / f"{name}.csv") as f:
+        floor = next(r for r in csv.DictReader(f) if r["metric"] == "FID" and r["row"] == "ours real-vs-real")
+    cells, _ = recorded_cells(results_dir / f"{name}_cells.csv", preset, proto or protocol(preset),
+                              key=lambda c: (c["cls"], c["model"], c["seed"]))
+    return [{"class": c["cls"], "model": c["model"], "seed": c["seed"], "steps": c["steps"], "FID": c["FID"],
+             "floor": float(floor[c["cls"]]), "FID / floor": c["FID"] / float(floor[c["cls"]]),
+             "train_minutes": c["train_seconds"] / 60, "sample_minutes": c["sample_seconds"] / 60}
+            for _, c in sorted(cells.items()) if floor.get(c["cls"]) not in (None, "")]
+
+
 def plot_table(csv_path, metric: str = "FID", ax=None):
     """Bars per column of a written table (<table>.csv): the paper's rows, ours, and the
     real-vs-real floor and noise ceiling as lines, for one metric."""

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import needs_inception, needs_mnist, read_csv
 from qdm.errors import UserError
-from qdm.reproduce import PAPER_TABLE1, PAPER_TABLE2, reproduce
+from qdm.reproduce import PAPER_TABLE1, PAPER_TABLE2, against_floor, reproduce
 from test_data import write_fake_pathmnist
 
 
@@ -128,7 +128,7 @@ def test_cell_lock_is_exclusive_and_takes_over_a_dead_processs_lock(tmp_path):
 
 @needs_mnist
 @needs_inception
-def test_a_fresh_clone_continues_from_the_cells_results_records(tmp_path, monkeypatch):
+def test_a_fresh_clone_continues_from_the_cells_results_records(tmp_path, monkeypatch, capsys):
     """results/ is committed and runs/ is not: with the run folders gone, a rerun keeps every cell
     that <table>_cells.csv records (not retrained, still in the table, its column's reference rows
     beside it) and adds the new ones; cells scored with another protocol stay in the file, unshown."""
@@ -151,6 +151,16 @@ def test_a_fresh_clone_continues_from_the_cells_results_records(tmp_path, monkey
     assert float(by[("FID", "ours real-vs-real")]["0"]) > 0 and float(by[("FID", "ours real-vs-real")]["1"]) > 0
     mean = (float(cells[0]["FID"]) + float(cells[1]["FID"])) / 2
     assert float(by[("FID", "ours classical")]["Avg"]) == pytest.approx(mean)
+    ratios = against_floor(results, "table1", "fast")
+    assert [(r["class"], r["model"]) for r in ratios] == [("0", "classical"), ("1", "classical")]
+    for r, c in zip(ratios, cells):
+        assert r["FID / floor"] == pytest.approx(float(c["FID"]) / float(by[("FID", "ours real-vs-real")][c["cls"]]))
+    # the command line prints each cell against its floor; everything is recorded, so nothing runs
+    from qdm.cli import main
+    capsys.readouterr()
+    assert main(["reproduce", "table1", "--preset", "fast", "--digits", "0,1", "--models", "classical",
+                 "--runs-dir", str(runs), "--results-dir", str(results), "--device", "cpu", "--no-progress"]) == 0
+    assert f"class 1 classical seed 0: FID {ratios[1]['FID']:.2f} = {ratios[1]['FID / floor']:.2f}x" in capsys.readouterr().out
     # another protocol (N = 8): its table shows its own cell alone; the two cells above stay in the file
     reproduce("table1", "fast", classes=[1], proto=protocol("fast", n=8), **run)
     assert list(read_csv(results / "table1.csv")[0]) == ["metric", "row", "1", "Avg", "Std"]
