@@ -160,6 +160,25 @@ else:
         "they will show; nothing is claimed here before they exist."))
 
 # %% [markdown]
+# ## Against the floor
+#
+# The goal is a per-digit FID at most twice the real-vs-real floor (N = 1000, DDPM-1000,
+# all test images of the digit; chapter 7). `qdm.reproduce.against_floor` reads each committed
+# table's cells beside their floors, with the wall time of each model:
+
+# %%
+from qdm.reproduce import against_floor, table_name
+
+lines = ["| recipe | digit | model | steps | FID | floor | FID / floor | training (min) | sampling (min) |",
+         "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+for preset in ("paper", "qdm"):
+    if (Path("results") / f"{table_name('table1', preset)}_cells.csv").exists():
+        lines += [f"| {preset} | {r['class']} | {r['model']} | {r['steps']:,} | {r['FID']:.1f} | {r['floor']:.2f} | "
+                  f"{r['FID / floor']:.2f} | {r['train_minutes']:.0f} | {r['sample_minutes']:.0f} |"
+                  for r in against_floor("results", "table1", preset)]
+display(Markdown("\n".join(lines) if len(lines) > 2 else "No committed tables yet."))
+
+# %% [markdown]
 # **What the committed runs say** (digit 0, one seed). With the paper's recipe the EMA model
 # scores FID 274 (DDIM-100) after its 2,670 steps; with the `qdm` recipe 148, 68, 50 and 42 after
 # 890, 3,560, 6,230 and 8,900 steps, still falling at the end, and 19.7 with DDPM-1000 in Table I's
