@@ -270,6 +270,9 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
                 cell = run_cell(root / name, preset, DATASET, cls, model, seed, proto, fid_model, device,
                                 data_dir, progress=progress, overrides=overrides)
                 cells[(v, str(cls), seed)] = {"variant": v, **cell}
+                recorded, others[:] = recorded_cells(results / f"{study_name(study, preset)}_cells.csv", preset,
+                                                     proto, key)
+                cells.update({k: c for k, c in recorded.items() if k not in cells})   # another process's
                 write_study_tables(study, list(cells.values()), floors, shown_variants, counts, proto, preset,
                                    results, others)
     return write_study_tables(study, list(cells.values()), floors, shown_variants, counts, proto, preset,

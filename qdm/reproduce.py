@@ -399,6 +399,8 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
             return
         refs[task[0]] = ref
         cells[key(cell)] = cell
+        recorded, others[:] = recorded_cells(results / f"{name}_cells.csv", preset, proto, key)
+        cells.update({k: c for k, c in recorded.items() if k not in cells})   # another process's, meanwhile
         write_tables(table, list(cells.values()), refs, shown, proto, preset, results, others)
         if progress:
             print(f"[reproduce {table}] cell {task} done: FID {cell['FID']:.2f}, SSIM {cell['SSIM']:.4f}", flush=True)
