@@ -16,7 +16,7 @@ from pathlib import Path
 from qdm import metrics
 from qdm.checkpoint import atomic_write, csv_text, load_checkpoint, write_json, write_text
 from qdm.errors import UserError
-from qdm.reproduce import _parsed, evaluate_checkpoint, reference_rows
+from qdm.reproduce import parse_value, evaluate_checkpoint, reference_rows
 from qdm.train import resolve_device
 
 
@@ -100,7 +100,7 @@ def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None,
     if path.exists():                          # other runs' curves (or other protocols'), as they were written
         scored = {(r["run"], r["sampler"], r["n"]) for r in rows}
         with open(path) as f:
-            kept = [{**{k: _parsed(v) for k, v in r.items()}, "digit": r["digit"]} for r in csv.DictReader(f)]
+            kept = [{**{k: parse_value(v) for k, v in r.items()}, "digit": r["digit"]} for r in csv.DictReader(f)]
         rows = [r for r in kept if (r["run"], r["sampler"], r["n"]) not in scored] + rows
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(path, csv_text(rows))

@@ -190,7 +190,8 @@ def cells_csv(cells: list[dict]) -> str:
     return csv_text([{**c, "protocol": json.dumps(c["protocol"])} for c in cells])
 
 
-def _parsed(text: str):
+def parse_value(text: str):
+    """A CSV field as written by csv_text: an int, a float, None (empty) or the text itself."""
     for kind in (int, float):
         try:
             return kind(text)
@@ -203,20 +204,25 @@ def recorded_cells(path: Path, preset: str, proto: dict, key) -> tuple[dict, lis
     """The cells a results file ``<name>_cells.csv`` already holds: those of this preset and
     protocol by ``key(cell)``, and the others (written back untouched, never shown with these).
     Run folders live in runs/, which is not committed; results/ is. So a fresh clone continues a
-    table or a study from what results/ records: a recorded cell is neither recomputed nor dropped. Rows from before the file had a protocol column were all scored with
-    the preset's default protocol."""
+    table or a study from what results/ records: a recorded cell is neither recomputed nor
+    dropped. Rows from before the file had a protocol column were all scored with the preset's
+    default protocol."""
     cells, others = {}, []
     if not Path(path).exists():
         return cells, others
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    for row in rows:
-        cell = {**{k: _parsed(v) for k, v in row.items()}, "cls": row["cls"]}
-        cell["protocol"] = json.loads(row["protocol"]) if row.get("protocol") else protocol(cell["preset"])
-        if cell["preset"] == preset and cell["protocol"] == proto:
-            cells[key(cell)] = cell
-        else:
-            others.append(cell)
+    try:
+        for row in rows:
+            cell = {**{k: parse_value(v) for k, v in row.items()}, "cls": row["cls"]}
+            cell["protocol"] = json.loads(row["protocol"]) if row.get("protocol") else protocol(cell["preset"])
+            if cell["preset"] == preset and cell["protocol"] == proto:
+                cells[key(cell)] = cell
+            else:
+                others.append(cell)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path} is not a cells file written by qdm ({type(e).__name__}: {e}); "
+                        "restore it from git or move it away to start afresh") from None
     return cells, others
 
 

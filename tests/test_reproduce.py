@@ -178,3 +178,8 @@ def test_a_fresh_clone_continues_from_the_cells_results_records(tmp_path, monkey
     assert list(read_csv(results / "table1.csv")[0]) == ["metric", "row", "1", "Avg", "Std"]
     cells = read_csv(results / "table1_cells.csv")
     assert sorted((c["cls"], json.loads(c["protocol"])["n"]) for c in cells) == [("0", 16), ("0", 16), ("1", 8), ("1", 16)]
+    # a cells file that qdm did not write: one line that says what to do, and the file left as it is
+    (results / "table1_cells.csv").write_text("model,FID\nclassical,oops\n")
+    with pytest.raises(UserError, match="is not a cells file written by qdm.*restore it from git"):
+        reproduce("table1", "fast", classes=[1], **run)
+    assert (results / "table1_cells.csv").read_text() == "model,FID\nclassical,oops\n"
