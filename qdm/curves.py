@@ -70,8 +70,8 @@ def plot_curves(rows: list[dict], floors: dict, path: Path) -> None:
         mine = [r for r in rows if r["run"] == run and (r["sampler"], r["n"]) == proto]
         r0 = mine[0]
         ax.plot([r["step"] for r in mine], [r["FID"] for r in mine], ["o-", "s--", "^:"][protocols.index(proto) % 3],
-                color=f"C{runs.index(run)}", label=f"{r0['preset']} {r0['model']} digit {r0['digit']} seed {r0['seed']}"
-                f" ({r0['sampler']}, N = {r0['n']})")
+                color=f"C{runs.index(run)}", label=f"{r0['preset']} {r0['model']} digit {r0['digit']} seed {r0['seed']}, "
+                f"{max(r['step'] for r in rows if r['run'] == run):,} steps ({r0['sampler']}, N = {r0['n']})")
     for k, (digit, fid) in enumerate(floors.items()):
         ax.axhline(fid, ls="--", color="k", lw=1, label="real-vs-real floor" if k == 0 else None)
         ax.text(ax.get_xlim()[0], fid, f" digit {digit}", va="bottom", fontsize=7)
