@@ -21,7 +21,7 @@ from qdm.checkpoint import atomic_write, csv_text, write_text
 from qdm.data import check_dataset
 from qdm.errors import UserError
 from qdm.gates import gate_parameters, inert_parameters
-from qdm.reproduce import cells_csv, mean_std, protocol, recorded_cells, reference_rows, run_cell
+from qdm.reproduce import cells_csv, mean_std, merge_recorded, protocol, recorded_cells, reference_rows, run_cell
 from qdm.train import PRESETS, TrainConfig, build_model, make_config, resolve_device
 
 DATASET = "mnist"
@@ -250,7 +250,8 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
     root = Path(runs_dir) / preset
     results = Path(results_dir or ("results" if preset != "fast" else root / "results"))
     key = lambda c: (c["variant"], c["cls"], c["seed"])     # noqa: E731
-    cells, others = recorded_cells(results / f"{study_name(study, preset)}_cells.csv", preset, proto, key)
+    cells_path = results / f"{study_name(study, preset)}_cells.csv"
+    cells, others = recorded_cells(cells_path, preset, proto, key)
     shown_variants = [v for v in table if v in variants or any(c["variant"] == v for c in cells.values())]
     shown_classes = sorted(set(classes) | {int(c["cls"]) for c in cells.values()})
     counts = {v: gate_counts(v, preset, table) for v in shown_variants}
@@ -270,9 +271,7 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
                 cell = run_cell(root / name, preset, DATASET, cls, model, seed, proto, fid_model, device,
                                 data_dir, progress=progress, overrides=overrides)
                 cells[(v, str(cls), seed)] = {"variant": v, **cell}
-                recorded, others[:] = recorded_cells(results / f"{study_name(study, preset)}_cells.csv", preset,
-                                                     proto, key)
-                cells.update({k: c for k, c in recorded.items() if k not in cells})   # another process's
+                others = merge_recorded(cells, cells_path, preset, proto, key)    # another process's, meanwhile
                 write_study_tables(study, list(cells.values()), floors, shown_variants, counts, proto, preset,
                                    results, others)
     return write_study_tables(study, list(cells.values()), floors, shown_variants, counts, proto, preset,

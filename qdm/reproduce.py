@@ -226,6 +226,14 @@ def recorded_cells(path: Path, preset: str, proto: dict, key) -> tuple[dict, lis
     return cells, others
 
 
+def merge_recorded(cells: dict, path: Path, preset: str, proto: dict, key) -> list:
+    """Add to ``cells`` the cells another process recorded in ``path`` meanwhile (ours win); return
+    the file's cells of other protocols, to be written back with them."""
+    recorded, others = recorded_cells(path, preset, proto, key)
+    cells.update({k: c for k, c in recorded.items() if k not in cells})
+    return others
+
+
 def _fmt(x, metric):
     if x is None:
         return "—"
@@ -405,8 +413,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
             return
         refs[task[0]] = ref
         cells[key(cell)] = cell
-        recorded, others[:] = recorded_cells(results / f"{name}_cells.csv", preset, proto, key)
-        cells.update({k: c for k, c in recorded.items() if k not in cells})   # another process's, meanwhile
+        others[:] = merge_recorded(cells, results / f"{name}_cells.csv", preset, proto, key)
         write_tables(table, list(cells.values()), refs, shown, proto, preset, results, others)
         if progress:
             print(f"[reproduce {table}] cell {task} done: FID {cell['FID']:.2f}, SSIM {cell['SSIM']:.4f}", flush=True)
