@@ -12,7 +12,6 @@ import copy
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -289,6 +288,7 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     share = slice(rank, None, world)                     # this rank's samples of each global batch
+    global_loss = torch.zeros((), device=device)         # the one tensor this code all-reduces itself
 
     @torch.no_grad()
     def val_loss(m):
@@ -322,9 +322,9 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
             opt.step()
             history["step"] += 1
             if world > 1:                                # log the global batch's loss
-                loss = loss.detach().clone()
-                dist.all_reduce(loss)
-                loss /= world
+                global_loss.copy_(loss.detach())
+                dist.all_reduce(global_loss)
+                loss = global_loss / world
             if rank > 0:
                 continue
             ema_update(ema, model, ema_decay_at(cfg, history["step"]))
@@ -364,23 +364,22 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
                        f"val EMA {row['val_loss_ema']:.4f}  ({row['seconds_per_step'] * 1000:.0f} ms/step)")
     summary = finish(out, cfg, device, progress) if rank == 0 else {}
     if world > 1:
-        _leave_process_group()
+        _leave_process_group(global_loss)
     return summary
 
 
-def _leave_process_group(wait_seconds: float = 60.0) -> None:
-    """Destroy this rank's process group, waiting at most ``wait_seconds``. No barrier first: the
-    last collective is the last step's, after which rank 0 alone validates and writes, and a final
-    barrier + destroy has hung here twice under gloo with one peer already gone (pytorch#75097);
-    every file is written by then, so a stuck shutdown is left to the process's exit."""
-    import threading
+def _leave_process_group(reduced: torch.Tensor, wait_seconds: float = 30.0) -> None:
+    """Leave the process group once no collective still holds ``reduced``, the one Python tensor
+    this code all-reduces. A backend's worker thread frees a finished collective a moment after
+    the caller moves on; if Python has dropped the tensor by then, freeing it needs the GIL, and
+    the main thread holds the GIL while it joins that worker as the group is destroyed (when the
+    DDP wrapper goes), so both wait forever. Waiting until the worker has let go of the tensor
+    (its use count is back to Python's one reference) removes the race."""
     import torch.distributed as dist
-    leaving = threading.Thread(target=dist.destroy_process_group, daemon=True)
-    leaving.start()
-    leaving.join(wait_seconds)
-    if leaving.is_alive():
-        print(f"qdm: destroy_process_group did not return within {wait_seconds:.0f} s; exiting without it",
-              file=sys.stderr)
+    deadline = time.monotonic() + wait_seconds
+    while reduced._use_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    dist.destroy_process_group()
 
 
 def finish(out: Path, cfg: TrainConfig, device, progress: bool = True) -> dict:

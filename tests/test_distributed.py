@@ -59,9 +59,6 @@ def test_two_gloo_processes_equal_one_process(tmp_path, model):
 
 
 @needs_mnist
-@pytest.mark.skip(reason="KNOWN BUG (session 7): a torchrun rank hangs at exit in the resume sequence "
-                         "(reproduced twice: fresh clone and checkout; the orphaned rank stays alive); "
-                         "to be fixed in qdm/train.py's distributed shutdown, then this skip removed")
 def test_resume_under_torchrun(tmp_path):
     """An interrupted data-parallel run resumed under torchrun ends like an uninterrupted one."""
     train_cli(tmp_path / "full", *TORCHRUN)
