@@ -1,96 +1,228 @@
-"""DDIM with 50 and 100 steps against DDPM with 1000 steps for the same trained model (issue 9):
-FID and KID at N images, and wall time per 1000 images, measured in one run.
+"""FID against the number of network evaluations, per sampler, on trained models of both presets.
 
-Quality: each sampler's N images are scored with the reproduce protocol (qdm.reproduce.protocol,
-its sampler and steps changed); a metrics file of the same protocol already in the checkpoint's
-folder (a Table I cell's, for DDPM-1000) is reused, new ones are saved there.
-Time: every sampler draws the same --time-n images from the same noise, in --rounds interleaved
-rounds (DDPM, DDIM-100, DDIM-50, DDPM, ...), so that the machine's load hits all alike; the median
-of each is scaled to 1000 images (sampling cost is linear in the number of images at a fixed batch).
+The tables keep DDPM-1000 unless a faster sampler scores within the spread of three DDPM-1000
+sampling seeds on both presets (`paper`, `qdm`) and both digits (0, 1). This study measures that:
+for each model (the classical seed-0 cell of Table I, trained here if absent), N = 1000 images per
+(sampler, evaluations, sampling seed), scored like a table cell (qdm.reproduce.score: FID, KID,
+SSIM against all test images of the digit). Sampling runs in bfloat16 (qdm.inference), whose
+effect is measured on its own: DDPM-1000 in fp32 from the same noise as bfloat16's seed 0.
 
-    .venv/bin/python benchmarks/bench_samplers.py runs/reproduce/paper/mnist-0-classical-seed0/best.pt \
-        --out results/samplers.md
-Goal (issue 9): DDIM-50's FID within 10% of DDPM-1000's at about 20x less time.
+Two diagnostics on the first model separate "few steps" from "no noise": DDIM with 1000 steps
+(eta = 0, deterministic, as many evaluations as DDPM) and DDIM-100 with eta = 1 (fresh noise).
+
+Each evaluation is cached as JSON in the model's run folder and recorded in results/samplers.csv,
+so a rerun (or a fresh clone, from the CSV) continues where the last stopped; results/samplers.md
+and samplers.png are rewritten after every evaluation.
+
+    .venv/bin/python benchmarks/bench_samplers.py            # everything, resumable
+    .venv/bin/python benchmarks/bench_samplers.py --models qdm:0 --seeds 0
 """
 import argparse
+import csv
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from qdm import metrics
-from qdm.checkpoint import write_json, write_text
+from qdm.checkpoint import atomic_write, csv_text, write_json, write_text
 from qdm.data import DATASETS
-from qdm.reproduce import evaluate_checkpoint, protocol
+from qdm.inference import for_sampling
+from qdm.reproduce import real_set, reference_rows, score, train_cell
 from qdm.train import make_diffusion, model_from_checkpoint
 
-SAMPLERS = [("ddpm", 1000), ("ddim", 100), ("ddim", 50)]
+MODELS = [("qdm", 0), ("paper", 0), ("qdm", 1), ("paper", 1)]
+REFERENCE = ("ddpm", 1000)
+CANDIDATES = [("dpmpp_2m", 10), ("dpmpp_2m", 20), ("dpmpp_2m", 50), ("dpmpp_2m_sde", 20), ("dpmpp_2m_sde", 50),
+              ("dpmpp_2m_sde", 100), ("ddpm_respaced", 50), ("ddpm_respaced", 100), ("ddpm_respaced", 250),
+              ("ddim", 50), ("ddim", 100)]
+DIAGNOSTICS = [("ddim", 1000), ("ddim_eta1", 100)]      # first model only
+KEY = ("preset", "digit", "sampler", "steps", "precision", "seed")
 
 
-def quality(checkpoint: Path, sampler: str, steps: int, n: int, fid_model) -> dict:
-    proto = protocol("paper", n, sampler, steps)
-    path = checkpoint.parent / f"metrics-{sampler}{steps}-n{n}-realNone-seed0.json"
+def evaluations(sampler: str, steps: int) -> int:
+    return 1000 if sampler == "ddpm" else steps
+
+
+def sample(checkpoint: Path, sampler: str, steps: int, precision: str, n: int, seed: int):
+    """n images from the checkpoint's EMA weights, in batches of 500 (as qdm.reproduce.generate)."""
+    model, cfg = model_from_checkpoint(checkpoint)
+    diffusion, eps = make_diffusion(cfg), for_sampling(model, precision)
+    shape = (DATASETS[cfg.dataset][0], 28, 28)
+    images = []
+    with torch.inference_mode():
+        for i, b in enumerate(torch.arange(n).split(500)):
+            g = torch.Generator().manual_seed(seed + i)
+            if sampler == "ddim_eta1":
+                images.append(diffusion.sample_ddim(eps, (len(b), *shape), steps, 1.0, g))
+            else:
+                images.append(diffusion.sample(eps, (len(b), *shape), sampler, steps, g))
+    return torch.cat(images)
+
+
+def evaluate(run: Path, preset: str, digit: int, sampler: str, steps: int, precision: str, seed: int, n: int,
+             fid_model) -> dict:
+    path = run / f"sampler-{sampler}{steps}-{precision}-n{n}-seed{seed}.json"
     if path.exists():
         return json.loads(path.read_text())
-    result, _, _ = evaluate_checkpoint(checkpoint, proto, fid_model, "cpu")
-    write_json(path, result)
-    return result
+    t0 = time.perf_counter()
+    images = sample(run / "best.pt", sampler, steps, precision, n, seed)
+    seconds = time.perf_counter() - t0
+    real, real_f = real_set("mnist", digit, {"n_real": None}, fid_model, "cpu")
+    row = {"preset": preset, "digit": digit, "sampler": sampler, "steps": steps, "precision": precision,
+           "seed": seed, "evaluations": evaluations(sampler, steps), "n": n,
+           **score(images, real, real_f, fid_model, "cpu"), "sample_seconds": seconds,
+           "threads": torch.get_num_threads()}
+    write_json(path, row)
+    return row
 
 
-def seconds_per_1000(checkpoint: Path, n: int, rounds: int) -> list[float]:
-    """Median seconds per 1000 images of each of SAMPLERS, timed in interleaved rounds."""
-    model, cfg = model_from_checkpoint(checkpoint, "cpu")
-    diffusion = make_diffusion(cfg)
-    times = [[] for _ in SAMPLERS]
-    for _ in range(rounds):
-        for k, (sampler, steps) in enumerate(SAMPLERS):
-            t0 = time.perf_counter()
-            diffusion.sample(model, (n, DATASETS[cfg.dataset][0], 28, 28), sampler, steps,
-                             generator=torch.Generator().manual_seed(0), progress=False)
-            times[k].append((time.perf_counter() - t0) * 1000 / n)
-    return [statistics.median(t) for t in times]
+def read_rows(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        rows = [{k: (v if k in ("preset", "sampler", "precision") else float(v)) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+    for r in rows:
+        for k in ("digit", "steps", "seed", "evaluations", "n", "threads"):
+            r[k] = int(r[k])
+    return {tuple(r[k] for k in KEY): r for r in rows}
+
+
+def spread(values):
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"))
+
+
+def summarize(rows: dict, floors: dict) -> tuple[str, list]:
+    """The Markdown report and, per model, the curves (for the figure)."""
+    lines = ["# Samplers: FID against network evaluations", "",
+             "`benchmarks/bench_samplers.py`. Per model (Table I's classical seed-0 cell of each preset), N = 1000 "
+             "images per sampling seed against all test images of the digit; sampling in bfloat16 "
+             "(`qdm.inference`) unless the row says fp32. FID mean ± std over the sampling seeds (n). "
+             "*Within*: the mean lies inside the range (min to max) of DDPM-1000's three seeds, the rule for the "
+             "tables' sampler. Seconds: sampling 1000 images as measured in this study (2 CPU threads, a "
+             "machine shared with other work, so a rough guide; `results/bench_cell.md` has timings from one run).",
+             ""]
+    verdict, curves = {}, []
+    for preset, digit in sorted({(r["preset"], r["digit"]) for r in rows.values()}, key=lambda m: MODELS.index(m)
+                                if m in MODELS else 99):
+        mine = [r for r in rows.values() if r["preset"] == preset and r["digit"] == digit]
+        groups = {}
+        for r in mine:
+            groups.setdefault((r["sampler"], r["steps"], r["precision"]), []).append(r)
+        ref = [r["FID"] for r in groups.get((*REFERENCE, "bf16"), [])]
+        lo, hi = (min(ref), max(ref)) if len(ref) >= 3 else (None, None)
+        lines += [f"## `{preset}` recipe, digit {digit} (real-vs-real floor {floors.get(digit, float('nan')):.2f})", "",
+                  "| sampler | evaluations | precision | FID | KID | n | s / 1000 images | within |",
+                  "|---|---:|---|---:|---:|---:|---:|---|"]
+        for (sampler, steps, precision), g in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ddpm", kv[0][0],
+                                                                                     kv[0][1], kv[0][2])):
+            fid, fid_sd = spread([r["FID"] for r in g])
+            kid = np.mean([r["KID"] for r in g])
+            secs = np.mean([r["sample_seconds"] * 1000 / r["n"] for r in g])
+            within = "" if lo is None or len(g) < 3 else ("yes" if lo <= fid <= hi else "no")
+            if within and precision == "bf16" and (sampler, steps) != REFERENCE:
+                verdict.setdefault((sampler, steps), {})[(preset, digit)] = within == "yes"
+            lines.append(f"| {sampler} | {evaluations(sampler, steps)} | {precision} | {fid:.2f} ± {fid_sd:.2f} | "
+                         f"{kid:.4f} | {len(g)} | {secs:.0f} | {within} |")
+            if precision == "bf16":
+                curves.append({"preset": preset, "digit": digit, "sampler": sampler, "evaluations":
+                               evaluations(sampler, steps), "FID": fid, "sd": fid_sd, "lo": lo, "hi": hi})
+        f32 = {r["seed"]: r["FID"] for r in groups.get((*REFERENCE, "fp32"), [])}
+        b16 = {r["seed"]: r["FID"] for r in groups.get((*REFERENCE, "bf16"), [])}
+        for s in sorted(set(f32) & set(b16)):
+            lines += ["", f"bfloat16 against fp32, DDPM-1000 from the same noise (seed {s}): FID {b16[s]:.2f} against "
+                          f"{f32[s]:.2f} (difference {b16[s] - f32[s]:+.2f}; DDPM-1000's seed std in bf16: "
+                          f"{spread(list(b16.values()))[1]:.2f})."]
+        lines.append("")
+    models = sorted({(r["preset"], r["digit"]) for r in rows.values()})
+    lines += ["## The rule", "", "A sampler replaces DDPM-1000 in the tables only if it is *within* on every model "
+              f"of {', '.join(f'{p} {d}' for p, d in MODELS)}, each with three seeds.", ""]
+    for (sampler, steps), per_model in sorted(verdict.items()):
+        status = ("passes" if len(per_model) == len(MODELS) and all(per_model.values())
+                  else "fails" if not all(per_model.values()) else "not measured on every model yet")
+        shown = ", ".join(f"{p} {d}: {'yes' if ok else 'no'}" for (p, d), ok in sorted(per_model.items()))
+        lines.append(f"- {sampler}-{steps}: {status} ({shown})")
+    if not verdict:
+        lines.append(f"- no sampler has three seeds on any model yet (models so far: {models})")
+    return "\n".join(lines) + "\n", curves
+
+
+def plot(curves: list, floors: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    models = [m for m in MODELS if any((c["preset"], c["digit"]) == m for c in curves)]
+    if not models:
+        return
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
+    for ax, (preset, digit) in zip(axes[0], models):
+        mine = [c for c in curves if (c["preset"], c["digit"]) == (preset, digit)]
+        for k, sampler in enumerate(sorted({c["sampler"] for c in mine if c["sampler"] != "ddpm"})):
+            pts = sorted((c["evaluations"], c["FID"], c["sd"]) for c in mine if c["sampler"] == sampler)
+            x, y, e = zip(*pts)
+            ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", ms=3, capsize=2, label=sampler, color=f"C{k}")
+        ref = [c for c in mine if c["sampler"] == "ddpm"]
+        if ref and ref[0]["lo"] is not None:
+            ax.axhspan(ref[0]["lo"], ref[0]["hi"], color="k", alpha=0.15, label="DDPM-1000 (3 seeds, range)")
+        if digit in floors:
+            ax.axhline(floors[digit], color="k", ls=":", label="real-vs-real floor")
+        ax.set(xscale="log", yscale="log", xlabel="network evaluations", ylabel="FID (N = 1000)",
+               title=f"{preset} recipe, digit {digit}")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def plan(models, seeds, precision_check=True):
+    """(preset, digit, sampler, steps, precision, seed) in the order they run: per model the reference
+    seeds first, then each seed of the candidates, so that a partial run already compares."""
+    for m, (preset, digit) in enumerate(models):
+        for seed in seeds:
+            yield preset, digit, *REFERENCE, "bf16", seed
+        if precision_check:
+            yield preset, digit, *REFERENCE, "fp32", seeds[0]
+        for seed in seeds:
+            for sampler, steps in CANDIDATES + (DIAGNOSTICS if m == 0 and seed == seeds[0] else []):
+                yield preset, digit, sampler, steps, "bf16", seed
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", type=Path, help="a run's best.pt")
-    p.add_argument("--n", type=int, default=1000, help="images scored per sampler (default 1000)")
-    p.add_argument("--time-n", type=int, default=50, help="images timed per sampler and round (default 50)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
-    p.add_argument("--out", help="also write the Markdown report here")
+    p.add_argument("--models", default=",".join(f"{p}:{d}" for p, d in MODELS), help="preset:digit,... ")
+    p.add_argument("--seeds", default="0,1,2", help="sampling seeds (default 0,1,2)")
+    p.add_argument("--n", type=int, default=1000, help="images per evaluation (default 1000)")
+    p.add_argument("--runs-dir", default="runs/reproduce", help="where the Table I cells' run folders are")
+    p.add_argument("--out", default="results", help="folder for samplers.md, .csv, .png")
     a = p.parse_args()
-    if not a.checkpoint.exists():
-        raise SystemExit(f"error: no checkpoint at {a.checkpoint}: train one first (python -m qdm train ...)")
-    load = os.getloadavg()
+    models = [(m.split(":")[0], int(m.split(":")[1])) for m in a.models.split(",")]
+    seeds = [int(s) for s in a.seeds.split(",")]
+    out = Path(a.out)
+    rows = read_rows(out / "samplers.csv")
     fid_model = metrics.inception("cpu")
-    seconds = seconds_per_1000(a.checkpoint, a.time_n, a.rounds)
-    rows = []
-    for (sampler, steps), s in zip(SAMPLERS, seconds):
-        q = quality(a.checkpoint, sampler, steps, a.n, fid_model)
-        rows.append({"sampler": f"{sampler.upper()}-{steps}", "FID": q["FID"], "KID": q["KID"], "s_per_1000": s})
-    ddpm = rows[0]
-    lines = [f"# Samplers: DDIM against DDPM-1000 on one trained model", "",
-             f"Checkpoint `{a.checkpoint}`; FID and KID at N = {a.n} against the class's test images; "
-             f"time per 1000 images: median of {a.rounds} interleaved rounds of {a.time_n} images per sampler in this "
-             f"run, {torch.get_num_threads()} CPU threads, load average {load[0]:.1f} at the start (another job "
-             "may have shared the machine: the ratios, measured alike, are the result).", "",
-             "| sampler | FID | KID | FID vs DDPM-1000 | s per 1000 images | speed-up |", "|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['sampler']} | {r['FID']:.2f} | {r['KID']:.4f} | {100 * (r['FID'] / ddpm['FID'] - 1):+.1f}% "
-                     f"| {r['s_per_1000']:.0f} | {ddpm['s_per_1000'] / r['s_per_1000']:.1f}x |")
-    d50 = rows[2]
-    within = abs(d50["FID"] / ddpm["FID"] - 1) <= 0.10
-    speed = ddpm["s_per_1000"] / d50["s_per_1000"]
-    lines += ["", f"Goal: DDIM-50 within 10% of DDPM-1000's FID ({'pass' if within else 'fail'}: "
-                  f"{100 * (d50['FID'] / ddpm['FID'] - 1):+.1f}%) at about 20x less time "
-                  f"({'pass' if speed >= 15 else 'fail'}: {speed:.1f}x)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        write_text(Path(a.out), text)
+    floors = {}
+    for preset, digit, sampler, steps, precision, seed in plan(models, seeds):
+        key = (preset, digit, sampler, steps, precision, seed)
+        if key in rows:
+            continue
+        run = Path(a.runs_dir) / preset / f"mnist-{digit}-classical-seed0"
+        train_cell(run, preset, "mnist", digit, "classical", 0, "cpu", progress=False)
+        if digit not in floors:
+            refs = reference_rows(Path(a.runs_dir) / preset, "mnist", digit, {"n": a.n, "n_real": None}, fid_model,
+                                  "cpu")
+            floors[digit] = refs["real-vs-real"]["FID"]
+        rows[key] = evaluate(run, preset, digit, sampler, steps, precision, seed, a.n, fid_model)
+        print(f"{key}: FID {rows[key]['FID']:.2f} ({rows[key]['sample_seconds']:.0f} s sampling)", flush=True)
+        write_text(out / "samplers.csv", csv_text([{k: v for k, v in r.items() if k != "protocol"}
+                                                    for r in rows.values()]))
+        text, curves = summarize(rows, floors)
+        write_text(out / "samplers.md", text)
+        plot(curves, floors, out / "samplers.png")
+    print(summarize(rows, floors)[0])
 
 
 if __name__ == "__main__":

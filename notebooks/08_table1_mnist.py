@@ -48,12 +48,12 @@ from qdm.reproduce import plot_table, reproduce
 
 FAST = qdm.fast_mode()
 RUN_FAST_REPRODUCE = False      # set True to re-run the table's whole path with the fast preset
-results = Path("results")
+results, name = Path("results"), "table1"
 if RUN_FAST_REPRODUCE or not (results / "table1.csv").exists():
     # two digits in fast mode (CI), all ten otherwise; writes into runs/, never into results/
     md = reproduce("table1", "fast", classes=[0, 1] if FAST else None, device="cpu", progress=False)
-    results = md.parent
-print(f"showing {results / 'table1.md'}")
+    results, name = md.parent, md.stem      # the fast preset's files: table1_fast.md, ...
+print(f"showing {results / f'{name}.md'}")
 
 # %% [markdown]
 # ## The table
@@ -64,12 +64,12 @@ print(f"showing {results / 'table1.md'}")
 # against them. Avg and Std are over the digits shown. A dash is a cell not run yet.
 
 # %%
-display(Markdown((results / "table1.md").read_text()))
+display(Markdown((results / f"{name}.md").read_text()))
 
 # %%
 fig, axes = plt.subplots(2, 1, figsize=(11, 7))
-plot_table(results / "table1.csv", "FID", axes[0])
-plot_table(results / "table1.csv", "SSIM", axes[1])
+plot_table(results / f"{name}.csv", "FID", axes[0])
+plot_table(results / f"{name}.csv", "SSIM", axes[1])
 axes[0].set_title("Table I: FID per digit (lower is better); paper's FIDs from 5-13 images, ours from N")
 axes[1].set_title("SSIM with a random real image of the digit (the paper's pairing is unspecified)")
 fig.tight_layout()
@@ -82,14 +82,14 @@ plt.show()
 # DDPM) beside 64 test images of the digit.
 
 # %%
-figures = sorted((results / "table1_figures").glob("*.png"))
+figures = sorted((results / f"{name}_figures").glob("*.png"))
 for path in figures[:2 if FAST else 6]:
     img = plt.imread(path)
     fig, ax = plt.subplots(figsize=(8, 4.3))
     ax.imshow(img)
     ax.axis("off")
     plt.show()
-print(f"{len(figures)} cell figures in {results / 'table1_figures'}")
+print(f"{len(figures)} cell figures in {results / f'{name}_figures'}")
 
 # %% [markdown]
 # ## Cost per cell
@@ -98,7 +98,7 @@ print(f"{len(figures)} cell figures in {results / 'table1_figures'}")
 # the README), and its training steps.
 
 # %%
-with open(results / "table1_cells.csv") as f:
+with open(results / f"{name}_cells.csv") as f:
     cells = list(csv.DictReader(f))
 rows = ["| digit | model | seed | steps | s / step | train (min) | sampling (min) | FID | KID | SSIM |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -50,7 +50,7 @@ from qdm.reproduce import plot_table, reproduce
 
 FAST = qdm.fast_mode()
 RUN_FAST_REPRODUCE = False      # set True to re-run the table's whole path with the fast preset
-results, data_dir, synthetic = Path("results"), None, False
+results, name, data_dir, synthetic = Path("results"), "table2", None, False
 if RUN_FAST_REPRODUCE or not (results / "table2.csv").exists():
     try:
         # the real file: a local copy, else (full mode only) medmnist's download
@@ -64,8 +64,8 @@ if RUN_FAST_REPRODUCE or not (results / "table2.csv").exists():
     runs = Path(tempfile.mkdtemp(prefix="qdm-table2-")) if synthetic else Path("runs/reproduce")
     md = reproduce("table2", "fast", models=["classical"] if FAST else ["classical", "quantum"], runs_dir=runs,
                    device="cpu", data_dir=data_dir, progress=False)
-    results = md.parent
-print(f"showing {results / 'table2.md'}" + ("  (SYNTHETIC DATA: layout only)" if synthetic else ""))
+    results, name = md.parent, md.stem      # the fast preset's files: table2_fast.md, ...
+print(f"showing {results / f'{name}.md'}" + ("  (SYNTHETIC DATA: layout only)" if synthetic else ""))
 
 # %% [markdown]
 # ## The data
@@ -88,14 +88,14 @@ plt.show()
 # column), ours, the real-vs-real floor and the noise ceiling, as in notebook 8.
 
 # %%
-display(Markdown((results / "table2.md").read_text()))
+display(Markdown((results / f"{name}.md").read_text()))
 fig, ax = plt.subplots(figsize=(6, 3.5))
-plot_table(results / "table2.csv", "FID", ax)
+plot_table(results / f"{name}.csv", "FID", ax)
 ax.set_title("Table II: FID" + (" (synthetic data, fast preset)" if synthetic else ""))
 plt.show()
 
 # %%
-figures = sorted((results / "table2_figures").glob("*.png"))
+figures = sorted((results / f"{name}_figures").glob("*.png"))
 for path in figures[:2]:
     fig, ax = plt.subplots(figsize=(8, 4.3))
     ax.imshow(plt.imread(path))

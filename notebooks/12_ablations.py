@@ -207,8 +207,9 @@ assert worst < 1e-10
 # python -m qdm ablate --digits 0 --seeds 0 --preset fast            # the whole path in minutes (images are noise)
 # ```
 #
-# Each writes `results/ablations.md`, `.csv`, `_cells.csv` and `ablations.png`: per digit, a row
-# per gate with FID, KID and SSIM as mean ± std over seeds, the FID difference from the classical
+# Each writes `results/ablations.md`, `.csv`, `_cells.csv` and `ablations.png` (the `study` preset;
+# another preset, or another N or sampler, writes files of its own name, such as
+# `ablations_paper.md` or `ablations_fast.md`): per digit, a row per gate with FID, KID and SSIM as mean ± std over seeds, the FID difference from the classical
 # model ± its standard error, the training step time, and the real-vs-real floor (notebook 7).
 # The `study` preset is the `quick` recipe (lr $10^{-3}$, EMA warm-up) for 10 epochs, scored with
 # N = 500 DDIM-50 images: every gate is trained and measured alike, which is what a comparison
@@ -216,12 +217,13 @@ assert worst < 1e-10
 # from here; it writes into `runs/ablations/fast/results`, never into `results/`.
 
 # %%
-results = Path("results")
+results, name = Path("results"), "ablations"
 if RUN_FAST_ABLATION:
-    results = ablate(classes=[0], seeds=[0], preset="fast", device="cpu", progress=False).parent
-if (results / "ablations.csv").exists():
-    display(Markdown((results / "ablations.md").read_text()))
-    display(Image(filename=str(results / "ablations.png")))
+    md = ablate(classes=[0], seeds=[0], preset="fast", device="cpu", progress=False)
+    results, name = md.parent, md.stem      # the fast preset's files: ablations_fast.md, ...
+if (results / f"{name}.csv").exists():
+    display(Markdown((results / f"{name}.md").read_text()))
+    display(Image(filename=str(results / f"{name}.png")))
 else:
     display(Markdown(
         "**The ablation table has not been run yet.** `results/ablations.csv` does not exist, so there "

@@ -5,13 +5,16 @@
 Every variant is the same U-Net with a gate at the bottleneck (Eq. 8) and some TrainConfig
 overrides. Each (digit, variant, seed) cell is trained with the same preset and evaluated with the
 same protocol through qdm.reproduce.run_cell (resumable: a finished cell is reused, an unfinished one
-resumes). Cells are named by variant, so a variant in both studies (the classical model, the
-paper's quantum model) is trained once. After every cell, ``<study>.md`` and ``<study>.csv`` are
+resumes), under the cell's lock (a cell another process holds is skipped). Cells are named by
+variant, so a variant in both studies (the classical model, the paper's quantum model) is trained
+once. After every cell, ``<study>.md`` and ``<study>.csv`` are
 rewritten: per digit, a row per variant with its trainable gate parameters, FID, KID and SSIM as
 mean ± std over seeds and the training step time, the real-vs-real floor, and each variant's FID
 difference from its reference variant with the standard error of that difference; plus
-``<study>_cells.csv`` (every cell's numbers) and ``<study>.png`` (bars with error bars).
+``<study>_cells.csv`` (every cell's numbers) and ``<study>.png`` (bars with error bars), each rewrite
+merging, under the study's lock, the cells and floors that other processes recorded meanwhile.
 """
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,9 @@ from qdm.checkpoint import atomic_write, csv_text, write_text
 from qdm.data import check_dataset
 from qdm.errors import UserError
 from qdm.gates import gate_parameters, inert_parameters
-from qdm.reproduce import cells_csv, mean_std, merge_recorded, protocol, recorded_cells, reference_rows, run_cell
+from qdm.locks import cell_lock, ledger_lock
+from qdm.reproduce import (beyond_2se, cells_csv, difference, mean_std, merge_recorded, parse_value, pooled_difference,
+                           protocol, recorded_cells, reference_rows, results_name, run_cell)
 from qdm.train import PRESETS, TrainConfig, build_model, make_config, resolve_device
 
 DATASET = "mnist"
@@ -120,12 +125,9 @@ def summary_rows(cells: list[dict], floors: dict, variants: list, counts: dict, 
             row = {"digit": cls, "variant": v, "gate_parameters": counts[v][0], "inert_parameters": counts[v][1]}
             for m in METRICS:
                 row[m], row[f"{m}_seed_std"] = mean_std([c[m] for c in mine])
-            fid = [c["FID"] for c in mine]
             row["dFID"] = row["dFID_se"] = None
             if v != reference and ref_fid:
-                row["dFID"] = float(np.mean(fid) - np.mean(ref_fid))
-                if len(ref_fid) > 1 and len(fid) > 1:
-                    row["dFID_se"] = float(np.sqrt(np.var(fid, ddof=1) / len(fid) + np.var(ref_fid, ddof=1) / len(ref_fid)))
+                row["dFID"], row["dFID_se"] = difference([c["FID"] for c in mine], ref_fid)
             row["ms_per_step"] = 1000 * float(np.median([c["seconds_per_step"] for c in mine]))
             row["seeds"] = len(mine)
             rows.append(row)
@@ -142,17 +144,15 @@ def pooled_rows(rows: list[dict], reference: str) -> list[dict]:
         mine = [r for r in rows if r["variant"] == v and r.get("dFID_se") is not None]
         if v == reference or len(mine) < 2:
             continue
-        d = len(mine)
-        pooled.append({"variant": v, "digits": " ".join(str(r["digit"]) for r in mine),
-                       "dFID": float(np.mean([r["dFID"] for r in mine])),
-                       "dFID_se": float(np.sqrt(sum(r["dFID_se"] ** 2 for r in mine)) / d)})
+        diff, se = pooled_difference([(r["dFID"], r["dFID_se"]) for r in mine])
+        pooled.append({"variant": v, "digits": " ".join(str(r["digit"]) for r in mine), "dFID": diff, "dFID_se": se})
     return pooled
 
 
 def _diff(r: dict) -> str:
     if r["dFID_se"] is None:
         return f"{r['dFID']:+.2f} (one seed: no s.e.)"
-    return f"{r['dFID']:+.2f} ± {r['dFID_se']:.2f}" + (" (beyond 2 s.e.)" if abs(r["dFID"]) > 2 * r["dFID_se"] else "")
+    return f"{r['dFID']:+.2f} ± {r['dFID_se']:.2f}" + beyond_2se(r["dFID"], r["dFID_se"])
 
 
 MODEL_COLORS = {"classical": "tab:gray", "quantum": "tab:purple"}    # other gates: tab:blue
@@ -180,10 +180,11 @@ def plot_study(rows: list[dict], title: str, path: Path, models: dict) -> None:
     plt.close(fig)
 
 
-def study_name(study: str, preset: str) -> str:
-    """The results' file name: the study's own for the study preset it was made with (and the fast
-    one, which writes elsewhere), <study>_<preset> for another preset, so two presets never mix."""
-    return study if preset in ("study", "fast") else f"{study}_{preset}"
+def study_name(study: str, preset: str, proto: dict | None = None) -> str:
+    """The results' file name, one per (preset, protocol): the study's own for the study preset and
+    its protocol, <study>_<preset> for another preset (ablations_paper, ablations_fast), and
+    <study>_<preset>_<protocol tag> for another protocol (ablations_study_ddpm1000-n1000)."""
+    return results_name(study, "study", preset, proto)
 
 
 def write_study_tables(study: str, cells: list[dict], floors: dict, variants: list, counts: dict, proto: dict,
@@ -217,7 +218,7 @@ def write_study_tables(study: str, cells: list[dict], floors: dict, variants: li
            "ms/step: training step time, median over the seeds' runs (depends on the device and its load). real-vs-real: N training "
            "images of the digit against its test images, the floor at this N.", "", "Variants:"]
     md += [f"- `{v}`: {table[v][2]}" for v in variants]
-    name = study_name(study, preset)
+    name = study_name(study, preset, proto)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / f"{name}.md", "\n".join(md) + "\n")
     write_text(out_dir / f"{name}.csv", csv_text(rows))
@@ -227,6 +228,43 @@ def write_study_tables(study: str, cells: list[dict], floors: dict, variants: li
     plot_study(rows, f"{study}: {title}\n(preset {preset}, N = {proto['n']}, {proto['sampler']}-{proto['steps']}; "
                      "mean ± std over seeds)", out_dir / f"{name}.png", {v: table[v][0] for v in variants})
     return out_dir / f"{name}.md"
+
+
+def cell_key(cell: dict) -> tuple:
+    return cell["variant"], cell["cls"], cell["seed"]
+
+
+def recorded_floors(path: Path) -> dict:
+    """The real-vs-real rows a written study table (<name>.csv) records, per digit: the floors of
+    digits this process did not compute (another process did)."""
+    if not Path(path).exists():
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return {int(r["digit"]): {m: parse_value(r[m]) for m in METRICS}
+                for r in rows if r["variant"] == "real-vs-real"}
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path} is not a study table written by qdm ({type(e).__name__}: {e}); "
+                        "restore it from git or move it away to start afresh") from None
+
+
+def record_study(study: str, cells: dict, floors: dict, variants: list, counts: dict, proto: dict, preset: str,
+                 results: Path) -> Path:
+    """Write the study's files under their ledger's lock, after adding what other processes recorded
+    meanwhile: their cells (ours win) and the floors of digits we have none for. Shown: ``variants``
+    and those of every recorded cell, the digits with a floor."""
+    table = STUDIES[study][0]
+    name = study_name(study, preset, proto)
+    path = results / f"{name}_cells.csv"
+    with ledger_lock(path):
+        others = merge_recorded(cells, path, preset, proto, cell_key)
+        for cls, floor in recorded_floors(results / f"{name}.csv").items():
+            floors.setdefault(cls, floor)
+        shown = [v for v in table if v in variants or any(c["variant"] == v for c in cells.values())]
+        counts.update({v: gate_counts(v, preset, table) for v in shown if v not in counts})
+        return write_study_tables(study, list(cells.values()), dict(sorted(floors.items())), shown, counts, proto,
+                                  preset, results, others)
 
 
 def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "paper",
@@ -249,12 +287,9 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
     make_config(preset)                                     # an unknown preset fails here, before any work
     root = Path(runs_dir) / preset
     results = Path(results_dir or ("results" if preset != "fast" else root / "results"))
-    key = lambda c: (c["variant"], c["cls"], c["seed"])     # noqa: E731
-    cells_path = results / f"{study_name(study, preset)}_cells.csv"
-    cells, others = recorded_cells(cells_path, preset, proto, key)
-    shown_variants = [v for v in table if v in variants or any(c["variant"] == v for c in cells.values())]
+    cells, _ = recorded_cells(results / f"{study_name(study, preset, proto)}_cells.csv", preset, proto, cell_key)
     shown_classes = sorted(set(classes) | {int(c["cls"]) for c in cells.values()})
-    counts = {v: gate_counts(v, preset, table) for v in shown_variants}
+    counts = {v: gate_counts(v, preset, table) for v in variants}
     device = resolve_device(device)
     fid_model = metrics.inception(device)
     floors = {cls: reference_rows(root, DATASET, cls, proto, fid_model, device, data_dir)["real-vs-real"]
@@ -268,11 +303,15 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
                     continue
                 if progress:
                     print(f"[{study}] cell {name}", flush=True)
-                cell = run_cell(root / name, preset, DATASET, cls, model, seed, proto, fid_model, device,
-                                data_dir, progress=progress, overrides=overrides)
+                with cell_lock(root / "locks" / f"{name}.lock") as mine:     # the lock reproduce's cells take
+                    if not mine:
+                        print(f"[{study}] cell {name} is being run by another process: skipped", flush=True)
+                        continue
+                    cell = run_cell(root / name, preset, DATASET, cls, model, seed, proto, fid_model, device,
+                                    data_dir, progress=progress, overrides=overrides)
                 cells[(v, str(cls), seed)] = {"variant": v, **cell}
-                others = merge_recorded(cells, cells_path, preset, proto, key)    # another process's, meanwhile
-                write_study_tables(study, list(cells.values()), floors, shown_variants, counts, proto, preset,
-                                   results, others)
-    return write_study_tables(study, list(cells.values()), floors, shown_variants, counts, proto, preset,
-                              results, others)
+                record_study(study, cells, floors, variants, counts, proto, preset, results)
+    if not cells:
+        raise UserError("no cell was finished: every cell is held by another process (see "
+                        f"{root / 'locks'}; delete a lock whose process has died)")
+    return record_study(study, cells, floors, variants, counts, proto, preset, results)

@@ -1,14 +1,20 @@
 """Command line: ``python -m qdm train|sample|evaluate|reproduce|ablate|curve|info`` (each with --help).
 
 User mistakes (unknown dataset or digit, missing data, a corrupt or mismatched checkpoint,
-a wrong shape) end with one line on stderr and exit status 2, never a traceback.
+a wrong shape, a value out of range) and what the system refuses (a full or read-only disk,
+a permission) end with one line on stderr and exit status 2, never a traceback.
 """
 import argparse
+import errno
 import json
+import pickle
 import sys
+import zipfile
 from pathlib import Path
 
+from qdm.diffusion import SAMPLERS
 from qdm.errors import UserError
+from qdm.inference import check_precision, for_sampling
 
 QUANTUM_OPTIONS = {  # CLI flag -> QuantumGate argument
     "quantum_backend": "backend", "ansatz": "ansatz", "qubits": "n_qubits", "qlayers": "n_layers",
@@ -32,7 +38,9 @@ def _add_train(sub):
                    help="classical, quantum, or a classical control gate (qdm.gates): cosine, mlp or se")
     p.add_argument("--out", help="run folder (default runs/<dataset>-<classes>-<model>-<preset>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (start it if absent)")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing run in --out and start again")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out: removes a qdm run's own files, only from a folder holding "
+                        "nothing else (never the current folder, home or a repository)")
     for name, typ in [("epochs", int), ("steps-per-epoch", int), ("batch-size", int), ("lr", float),
                       ("lr-schedule", str), ("warmup-steps", int), ("grad-clip", float), ("snapshot-every", int),
                       ("ema-decay", float), ("seed", int), ("val-size", int), ("schedule", str), ("T", int),
@@ -73,10 +81,13 @@ def _add_sample(sub):
                        description="Sample from a checkpoint's EMA weights; writes a PNG grid (and a .pt tensor).")
     p.add_argument("checkpoint", help="a run's best.pt or last.pt")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--sampler", default="ddim", help="ddpm (T steps) or ddim (default)")
-    p.add_argument("--steps", type=int, default=100, help="DDIM steps (default 100)")
+    p.add_argument("--sampler", default="ddim", help=f"{', '.join(SAMPLERS)} (default ddim; ddpm runs all T steps)")
+    p.add_argument("--steps", type=int, default=100, help="network evaluations of the other samplers (default 100)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="PNG path (default: next to the checkpoint, samples_<sampler>.png)")
+    p.add_argument("--precision", default="fp32", help="fp32 (default) or bf16: the network in bfloat16 (qdm.inference)")
+    p.add_argument("--out", help="PNG path (default: next to the checkpoint, "
+                                 "samples_<sampler><steps>_n<N>_seed<seed>.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (never a checkpoint)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true")
 
@@ -87,7 +98,9 @@ def _add_evaluate(sub):
                                    "test images of its class (the protocol of qdm.reproduce); writes JSON.")
     p.add_argument("checkpoint", help="a run's best.pt or last.pt")
     _add_protocol(p)
-    p.add_argument("--out", help="JSON path (default: next to the checkpoint, eval_<sampler><steps>_n<N>.json)")
+    p.add_argument("--out", help="JSON path (default: next to the checkpoint, "
+                                 "eval_<sampler><steps>_n<N>_seed<seed>.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (never a run's own files)")
     _add_device_and_data(p)
 
 
@@ -98,9 +111,12 @@ def _add_device_and_data(p):
 
 def _add_protocol(p):
     p.add_argument("--n", type=int, help="generated images per class (default 1000; fast preset 16)")
-    p.add_argument("--sampler", help="ddpm (default; T steps) or ddim")
-    p.add_argument("--steps", type=int, help="sampler steps (default 1000 for ddpm, 100 for ddim)")
+    p.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the preset's protocol, ddpm for Tables I and II)")
+    p.add_argument("--steps", type=int, help="sampler steps (default 1000 for ddpm, 100 for the others)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32 (default) or bf16: the network in bfloat16 while sampling (qdm.inference; a protocol "
+                        "of its own, recorded in the results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -179,8 +195,6 @@ def cmd_train(a):
                       final_sampler=a.final_sampler, final_steps=a.final_steps, device=a.device,
                       data_dir=a.data_dir, eps_source=a.eps_source, t_sampling=a.t_sampling,
                       t_reweight=a.t_reweight)
-    if cfg.best_by not in ("val", "last_batch"):
-        raise UserError(f"unknown --best-by {cfg.best_by!r}: choose val or last_batch")
     label = "all" if classes is None else "-".join(map(str, classes))
     out = Path(a.out or f"runs/{cfg.dataset}-{label}-{cfg.model}-{cfg.preset}-seed{cfg.seed}")
     summary = train(cfg, out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress)
@@ -189,21 +203,65 @@ def cmd_train(a):
         print(f"run folder: {out}  (samples.png, loss.png, summary.json)")
 
 
+def _at_least_1(a, *names):
+    for name in names:
+        value = getattr(a, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be a whole number of at least 1, got {value}")
+
+
+def _is_checkpoint(path: Path) -> bool:
+    from qdm.checkpoint import load_checkpoint
+    try:
+        load_checkpoint(path)
+    except UserError:
+        return False
+    return True
+
+
+def _new_output(path: Path, suffix: str, overwrite: bool) -> Path:
+    """Refuse to write ``path`` over a checkpoint or a run's config.json or summary.json (ever), or over
+    any other existing file without --overwrite."""
+    from qdm.checkpoint import check_out_path
+    from qdm.train import is_run
+    path = check_out_path(path)
+    if path.suffix.lower() != suffix:
+        raise UserError(f"--out {path} must end in {suffix}")
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder: give a file name ending in {suffix}")
+    if path.name in ("best.pt", "last.pt", "config.json", "summary.json") and is_run(path.parent):
+        raise UserError(f"{path} is a run's own {path.name}: qdm never writes over it; choose another --out")
+    if not path.exists():
+        return path
+    if path.suffix == ".pt" and _is_checkpoint(path):
+        raise UserError(f"{path} is a checkpoint: qdm never writes over it; choose another --out")
+    if not overwrite:
+        raise UserError(f"{path} exists: add --overwrite to replace it, or choose another --out")
+    return path
+
+
 def cmd_sample(a):
     import torch
     from qdm.checkpoint import atomic_write
     from qdm.data import DATASETS
     from qdm.plots import save_grid
     from qdm.train import make_diffusion, model_from_checkpoint, resolve_device
-    if a.n < 1:
-        raise UserError("--n must be at least 1")
+    _at_least_1(a, "n", "steps")
+    if a.sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {a.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    check_precision(a.precision)
     device = resolve_device(a.device)
     model, cfg = model_from_checkpoint(a.checkpoint, device)
+    steps = cfg.T if a.sampler == "ddpm" else a.steps
+    tag = "" if a.precision == "fp32" else f"_{a.precision}"
+    out = Path(a.out or Path(a.checkpoint).with_name(f"samples_{a.sampler}{steps}{tag}_n{a.n}_seed{a.seed}.png"))
+    _new_output(out, ".png", a.overwrite)
+    _new_output(out.with_suffix(".pt"), ".pt", a.overwrite)
     diffusion = make_diffusion(cfg)
-    images = diffusion.sample(model, (a.n, DATASETS[cfg.dataset][0], 28, 28), a.sampler, a.steps,
-                              generator=torch.Generator().manual_seed(a.seed), device=device,
-                              progress=not a.no_progress)
-    out = Path(a.out or Path(a.checkpoint).with_name(f"samples_{a.sampler}.png"))
+    with torch.inference_mode():
+        images = diffusion.sample(for_sampling(model, a.precision), (a.n, DATASETS[cfg.dataset][0], 28, 28),
+                                  a.sampler, a.steps, generator=torch.Generator().manual_seed(a.seed), device=device,
+                                  progress=not a.no_progress)
     save_grid(images, out)
     atomic_write(out.with_suffix(".pt"), lambda tmp: torch.save(images.cpu(), tmp))
     print(f"wrote {out} and {out.with_suffix('.pt')}")
@@ -220,11 +278,15 @@ def cmd_evaluate(a):
     from qdm.checkpoint import write_json
     from qdm.reproduce import evaluate_checkpoint, protocol
     from qdm.train import model_from_checkpoint
+    _at_least_1(a, "n", "steps")
     _, cfg = model_from_checkpoint(a.checkpoint)
-    proto = protocol(cfg.preset, a.n, a.sampler, a.steps, a.seed)
+    proto = protocol(cfg.preset, a.n, a.sampler, a.steps, a.seed, a.precision)
+    out = Path(a.out or Path(a.checkpoint).with_name(
+        f"eval_{proto['sampler']}{proto['steps']}{'_' + proto['precision'] if 'precision' in proto else ''}"
+        f"_n{proto['n']}_seed{proto['seed']}.json"))
+    _new_output(out, ".json", a.overwrite)
     result, _, _ = evaluate_checkpoint(a.checkpoint, proto, device=a.device, data_dir=a.data_dir,
                                        progress=not a.no_progress)
-    out = Path(a.out or Path(a.checkpoint).with_name(f"eval_{proto['sampler']}{proto['steps']}_n{proto['n']}.json"))
     write_json(out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "protocol"}, indent=2))
     print(f"wrote {out}")
@@ -239,7 +301,8 @@ def cmd_reproduce(a):
         classes = [c if c is None else _int_list(c, "classes")[0] for c in classes]
         if a.table in TABLES:
             check_dataset(TABLES[a.table][0], [c for c in classes if c is not None])
-    proto = protocol(a.preset, a.n, a.sampler, a.steps, a.seed)
+    _at_least_1(a, "n", "steps", "jobs")
+    proto = protocol(a.preset, a.n, a.sampler, a.steps, a.seed, a.precision)
     path = reproduce(a.table, a.preset, classes, [m.strip() for m in a.models.split(",") if m.strip()],
                      _int_list(a.seeds, "seeds"), proto, a.runs_dir, a.results_dir, a.device, a.data_dir,
                      progress=not a.no_progress, jobs=a.jobs)
@@ -256,7 +319,8 @@ def cmd_ablate(a):
     from qdm.reproduce import protocol
     classes = _int_list(a.classes, "digits")
     variants = [v.strip() for v in a.variants.split(",") if v.strip()] if a.variants else None
-    proto = protocol(a.preset, a.n, a.sampler, a.steps, a.seed)
+    _at_least_1(a, "n", "steps")
+    proto = protocol(a.preset, a.n, a.sampler, a.steps, a.seed, a.precision)
     path = ablate(classes, variants, _int_list(a.seeds, "seeds"), a.preset, proto, a.runs_dir, a.results_dir,
                   a.device, a.data_dir, progress=not a.no_progress, study=a.study)
     print(path.read_text())
@@ -271,8 +335,9 @@ def cmd_curve(a):
         raise UserError(f"{a.runs[0]} is not a run folder (no config.json)")
     if a.every < 1:
         raise UserError(f"--every must be a positive whole number (every K-th snapshot), got {a.every}")
+    _at_least_1(a, "n", "steps")
     preset = json.loads(config.read_text())["preset"]     # the protocol of the runs' preset, DDIM by default
-    proto = protocol(preset, a.n, a.sampler or "ddim", a.steps, a.seed)
+    proto = protocol(preset, a.n, a.sampler or "ddim", a.steps, a.seed, a.precision)
     path = write_curves(a.runs, proto, a.out, a.device, a.data_dir, every=a.every)
     print(f"wrote {path} and {path.with_suffix('.png')}")
 
@@ -290,6 +355,29 @@ def cmd_info(a):
         print(f"preset {name}: {values or 'the paper recipe (TrainConfig defaults)'}")
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+SYSTEM_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space, or write elsewhere (--out, QDM_CACHE)",
+    errno.EDQUOT: "the disk quota is used up: free some space, or write elsewhere (--out, QDM_CACHE)",
+    errno.EROFS: "the file system is read-only: write elsewhere (--out, QDM_CACHE)",
+    errno.EACCES: "permission denied: write elsewhere (--out, QDM_CACHE) or fix the permissions",
+    errno.EPERM: "not permitted: write elsewhere (--out, QDM_CACHE) or fix the permissions",
+    errno.ENOENT: "no such file or folder: check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+    errno.EISDIR: "it is a folder, not a file: check the path",
+}
+
+
+def _system_error(e: OSError) -> str:
+    """An error of the system (a full or read-only disk, a permission) as one line: the file and what to do."""
+    where = f"{e.filename}: " if e.filename else ""
+    advice = SYSTEM_ADVICE.get(e.errno, "check the path, its permissions and the free disk space")
+    return f"{where}{_one_line(e.strerror or e)}; {advice}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qdm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -301,6 +389,14 @@ def main(argv=None) -> int:
          "ablate": cmd_ablate, "curve": cmd_curve, "info": cmd_info}[a.command](a)
     except UserError as e:
         print(f"qdm {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"qdm {a.command}: error: {_system_error(e)}", file=sys.stderr)
+        return 2
+    except (EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        print(f"qdm {a.command}: error: a file is truncated or not in its expected format ({type(e).__name__}: "
+              f"{_one_line(e)}); delete it to have it downloaded or written again, or check --data-dir",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"qdm {a.command}: interrupted (a training run continues with --resume)", file=sys.stderr)

@@ -7,7 +7,8 @@ its snapshot, so a rerun, or a longer run, only scores what is new. ``write_curv
 curves of several runs into ``learning_curves.csv`` and ``learning_curves.png``, with each
 digit's real-vs-real floor and the wall time of training up to every point. The rows of runs (or
 protocols) not scored this time are kept: their folders, under runs/, may be gone; the CSV is
-what is committed.
+what is committed. The CSV is read, merged and written under its lock (qdm.locks), so curves
+written at once by two processes both stay.
 """
 import csv
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 from qdm import metrics
 from qdm.checkpoint import atomic_write, csv_text, load_checkpoint, write_json, write_text
 from qdm.errors import UserError
+from qdm.locks import ledger_lock
 from qdm.reproduce import parse_value, evaluate_checkpoint, reference_rows
 from qdm.train import resolve_device
 
@@ -97,13 +99,20 @@ def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None,
     rows = [{**r, "floor_FID": floors.get(r["digit"])} for r in rows]
     out_dir = Path(out_dir)
     path = out_dir / "learning_curves.csv"
-    if path.exists():                          # other runs' curves (or other protocols'), as they were written
-        scored = {(r["run"], r["sampler"], r["n"]) for r in rows}
-        with open(path) as f:
-            kept = [{**{k: parse_value(v) for k, v in r.items()}, "digit": r["digit"]} for r in csv.DictReader(f)]
-        rows = [r for r in kept if (r["run"], r["sampler"], r["n"]) not in scored] + rows
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(path, csv_text(rows))
-    plot_curves(rows, {r["digit"]: r["floor_FID"] for r in rows if r["floor_FID"] is not None},
-                out_dir / "learning_curves.png")
+    with ledger_lock(path):
+        rows = recorded_curves(path, {(r["run"], r["sampler"], r["n"]) for r in rows}) + rows
+        write_text(path, csv_text(rows))
+        plot_curves(rows, {r["digit"]: r["floor_FID"] for r in rows if r["floor_FID"] is not None},
+                    out_dir / "learning_curves.png")
     return path
+
+
+def recorded_curves(path: Path, scored: set) -> list[dict]:
+    """The rows of ``path`` whose (run, sampler, N) is not in ``scored``: other runs' curves (or other
+    protocols'), as they were written."""
+    if not path.exists():
+        return []
+    with open(path) as f:
+        kept = [{**{k: parse_value(v) for k, v in r.items()}, "digit": r["digit"]} for r in csv.DictReader(f)]
+    return [r for r in kept if (r["run"], r["sampler"], r["n"]) not in scored]

@@ -9,15 +9,18 @@ reference rows that give them a scale: real-vs-real (N training images of the cl
 its test images: the floor at this N) and Gaussian noise against the same test images (the
 ceiling). The quantum cells run the paper's circuit as the official code ran it (paper
 ansatz, circuit input detached; see qdm.quantum).
+
+Each (preset, protocol) has results files of its own name (``table_name``), so no run replaces
+another's table or figures; several processes may fill one table at once: a cell is run under
+its lock, and every rewrite of the tables merges, under the table's lock, what the others have
+recorded (qdm.locks).
 """
 import csv
 import json
 import multiprocessing
 import os
-import socket
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,11 @@ import torch
 from qdm import metrics
 from qdm.checkpoint import atomic_write, csv_text, write_json, write_text
 from qdm.data import DATASETS, load_images
+from qdm.diffusion import SAMPLERS
 from qdm.errors import UserError
+from qdm.inference import check_precision, for_sampling
+from qdm.locks import cell_lock, ledger_lock
+from qdm.plots import save_grid
 from qdm.train import make_config, make_diffusion, model_from_checkpoint, resolve_device, train
 
 # Table I and II of the paper, as printed (SSIM, FID; per digit 0-9 then Avg, Std).
@@ -53,12 +60,6 @@ def column(cls) -> str:
     return "all" if cls is None else str(cls)
 
 
-def table_name(table: str, preset: str) -> str:
-    """The results' file name: table1 for the paper's recipe (and the fast one, which writes
-    elsewhere), table1_<preset> for another recipe, so that tables of two recipes sit side by side."""
-    return table if preset in ("paper", "fast") else f"{table}_{preset}"
-
-
 PROTOCOL_DEFAULTS = {   # preset -> (N, sampler, steps); others: N = 1000 with DDPM-1000 (the paper's sampler)
     "fast": (16, "ddim", 5),       # seconds: checks the machinery
     "study": (500, "ddim", 50),    # the ablation and noise studies: many cells, compared at the same N
@@ -66,21 +67,48 @@ PROTOCOL_DEFAULTS = {   # preset -> (N, sampler, steps); others: N = 1000 with D
 
 
 def protocol(preset: str, n: int | None = None, sampler: str | None = None, steps: int | None = None,
-             seed: int = 0) -> dict:
+             seed: int = 0, precision: str = "fp32") -> dict:
     """How images are measured, in one place, written into every results file: N generated
     images per class (EMA weights of best.pt) against the class's test images (all of them;
-    the first n_real in the fast preset), the sampler and its steps, the seed."""
+    the first n_real in the fast preset), the sampler (qdm.diffusion.SAMPLERS) and its steps, the
+    seed, and the network's precision while sampling (qdm.inference) when it is not fp32."""
     n_default, sampler_default, steps_default = PROTOCOL_DEFAULTS.get(preset, (1000, "ddpm", 1000))
     sampler = sampler or sampler_default
-    if sampler not in ("ddpm", "ddim"):
-        raise UserError(f"unknown sampler {sampler!r}: choose ddpm or ddim")
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if steps is None:
         steps = steps_default if sampler == sampler_default else (1000 if sampler == "ddpm" else 100)
+    if n is not None and n < 2 or steps < 1:
+        raise UserError(f"--n must be at least 2 and --steps at least 1 (got n={n}, steps={steps})")
     return {"n": n or n_default, "n_real": 64 if preset == "fast" else None,
             "real": "test split of the class", "sampler": sampler,
-            "steps": steps, "seed": seed,
+            "steps": steps, "seed": seed, **({"precision": precision} if check_precision(precision) != "fp32" else {}),
             "fid": "pytorch-fid InceptionV3 pool3 (2048)", "kid": "unbiased, cubic polynomial kernel",
             "ssim": "random real pair of the class (fixed seed); SSIM_nearest: best over 200 real"}
+
+
+def protocol_tag(proto: dict, preset: str) -> str:
+    """A protocol in a file name: sampler and steps, N, and the real images and seed where they
+    are not the preset's (e.g. ddim50-n500)."""
+    default = protocol(preset)
+    return (f"{proto['sampler']}{proto['steps']}" + (f"-{proto['precision']}" if "precision" in proto else "")
+            + f"-n{proto['n']}"
+            + (f"-real{proto.get('n_real')}" if proto.get("n_real") != default["n_real"] else "")
+            + (f"-seed{proto.get('seed')}" if proto.get("seed") != default["seed"] else ""))
+
+
+def results_name(base: str, home: str, preset: str, proto: dict | None = None) -> str:
+    """The name of a table's or a study's results files, one per (preset, protocol): ``base`` for
+    its home preset with that preset's protocol, <base>_<preset> for another preset with its own
+    protocol, <base>_<preset>_<protocol tag> for any other protocol. Figures go to <name>_figures/."""
+    if proto is not None and proto != protocol(preset):
+        return f"{base}_{preset}_{protocol_tag(proto, preset)}"
+    return base if preset == home else f"{base}_{preset}"
+
+
+def table_name(table: str, preset: str, proto: dict | None = None) -> str:
+    """table1 for the paper's recipe and protocol, table1_qdm, table1_fast, table1_paper_ddim50-n500..."""
+    return results_name(table, "paper", preset, proto)
 
 
 def real_set(dataset: str, cls, proto: dict, fid_model, device, data_dir=None):
@@ -104,10 +132,12 @@ def generate(checkpoint, proto: dict, device="cpu", progress=False):
     """proto['n'] images from a checkpoint's EMA weights, in batches of 500, seeded."""
     model, cfg = model_from_checkpoint(checkpoint, device)
     diffusion = make_diffusion(cfg)            # its schedule and epsilon source (qdm.noise)
+    eps = for_sampling(model, proto.get("precision", "fp32"))
     batches = torch.arange(proto["n"]).split(500)
-    images = [diffusion.sample(model, (len(b), DATASETS[cfg.dataset][0], 28, 28), proto["sampler"], proto["steps"],
-                               generator=torch.Generator().manual_seed(proto["seed"] + i), device=device,
-                               progress=progress).cpu() for i, b in enumerate(batches)]
+    with torch.inference_mode():
+        images = [diffusion.sample(eps, (len(b), DATASETS[cfg.dataset][0], 28, 28), proto["sampler"], proto["steps"],
+                                   generator=torch.Generator().manual_seed(proto["seed"] + i), device=device,
+                                   progress=progress).cpu() for i, b in enumerate(batches)]
     return torch.cat(images), cfg
 
 
@@ -157,15 +187,44 @@ def cell_figure(generated: torch.Tensor, real: torch.Tensor, title: str, path: P
     plt.close(fig)
 
 
-def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int, proto: dict,
-             fid_model, device, data_dir=None, figure: Path | None = None, progress=True,
-             overrides: dict | None = None) -> dict:
-    """Train (or resume, or reuse) one cell and evaluate its best EMA model. The metrics file,
-    named after the protocol, marks the cell finished for that protocol and is never rewritten.
-    ``overrides``: more TrainConfig values (e.g. ``quantum``, replacing the preset's QUANTUM_CELLS)."""
-    done = folder / f"metrics-{proto['sampler']}{proto['steps']}-n{proto['n']}-real{proto['n_real']}-seed{proto['seed']}.json"
-    if done.exists():
-        return json.loads(done.read_text())
+OVERVIEW_IMAGES = 8     # images per panel of the overview figure (2 rows of 4)
+
+
+def overview_figure(figures: Path, dataset: str, columns: list, seed: int = 0, data_dir=None) -> Path | None:
+    """The layout of the paper's Figs. 3-6 for every column at once: real test images, then the
+    classical and the quantum model's samples (same sampling seed, so the same starting noise), from
+    the strips run_cell leaves beside each cell's figure. Written to <figures>/overview.png."""
+    import matplotlib.pyplot as plt
+    from matplotlib.image import imread
+    from qdm.plots import image_grid
+    strips = {(m, k): figures / f"{dataset}-{column(k)}-{m}-seed{seed}_strip.png" for m in MODELS for k in columns}
+    if not any(path.exists() for path in strips.values()):
+        return None
+    fig, axes = plt.subplots(3, len(columns), figsize=(1.6 * len(columns) + 0.6, 2.6), squeeze=False)
+    for j, k in enumerate(columns):
+        real = load_images(dataset, "test", None if k is None else [k], data_dir)[:OVERVIEW_IMAGES]
+        panels = [image_grid(real, nrow=4).permute(1, 2, 0).numpy()]
+        panels += [imread(strips[m, k]) if strips[m, k].exists() else None for m in MODELS]
+        for i, (panel, label) in enumerate(zip(panels, ["real", *MODELS])):
+            ax = axes[i][j]
+            ax.set(xticks=[], yticks=[])
+            if panel is not None:
+                ax.imshow(panel, interpolation="nearest")
+            if j == 0:
+                ax.set_ylabel(label, fontsize=8)
+            if i == 0:
+                ax.set_title(column(k), fontsize=9)
+    fig.tight_layout(pad=0.3)
+    path = figures / "overview.png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def train_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int, device="cpu",
+               data_dir=None, progress=True, overrides: dict | None = None) -> dict:
+    """Train (or resume, or reuse) one cell's model in ``folder`` and return its summary: the
+    preset's recipe on one class, the preset's circuit for quantum cells, DDIM previews per epoch."""
     if not (folder / "summary.json").exists():
         cfg = make_config(preset, dataset=dataset, classes=None if cls is None else [cls], model=model,
                           seed=seed, device=str(device), data_dir=data_dir,
@@ -173,14 +232,30 @@ def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int
                              "grid_sampler": "ddim",   # per-epoch previews only; training is the preset's
                              **(overrides or {})})
         train(cfg, folder, resume=True, progress=progress)
-    summary = json.loads((folder / "summary.json").read_text())
+    return json.loads((Path(folder) / "summary.json").read_text())
+
+
+def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int, proto: dict,
+             fid_model, device, data_dir=None, figure: Path | None = None, progress=True,
+             overrides: dict | None = None) -> dict:
+    """Train (or resume, or reuse) one cell and evaluate its best EMA model. The metrics file,
+    named after the protocol, marks the cell finished for that protocol and is never rewritten.
+    ``overrides``: more TrainConfig values (e.g. ``quantum``, replacing the preset's QUANTUM_CELLS)."""
+    precision = f"-{proto['precision']}" if "precision" in proto else ""
+    done = folder / (f"metrics-{proto['sampler']}{proto['steps']}{precision}-n{proto['n']}-real{proto['n_real']}"
+                     f"-seed{proto['seed']}.json")
+    if done.exists():
+        return json.loads(done.read_text())
+    summary = train_cell(folder, preset, dataset, cls, model, seed, device, data_dir, progress, overrides)
     result, images, real = evaluate_checkpoint(folder / "best.pt", proto, fid_model, device, data_dir, progress)
     result.update(model=model, cls=column(cls), seed=seed, preset=preset, train_seconds=summary["train_seconds"],
                   seconds_per_step=summary["seconds_per_step"], steps=summary["steps"],
                   cell_seconds=summary["train_seconds"] + result["sample_seconds"])
     if figure is not None:
-        cell_figure(images, real, f"{dataset} {column(cls)}, {model}, seed {seed}: "
-                                  f"FID {result['FID']:.1f}, SSIM {result['SSIM']:.3f}", figure)
+        cell_figure(images, real, f"{dataset} {column(cls)}, {model}, seed {seed} (preset {preset}, N = {proto['n']}, "
+                                  f"{proto['sampler']}-{proto['steps']}): FID {result['FID']:.1f}, "
+                                  f"SSIM {result['SSIM']:.3f}", figure)
+        save_grid(images[:OVERVIEW_IMAGES], figure.with_name(f"{figure.stem}_strip.png"), nrow=4)
     write_json(done, result)
     return result
 
@@ -234,6 +309,30 @@ def merge_recorded(cells: dict, path: Path, preset: str, proto: dict, key) -> li
     return others
 
 
+def recorded_references(path: Path) -> dict:
+    """The reference rows a written table (<name>.csv) records, per column: the floor and ceiling
+    of columns this process did not compute (another process did, or an earlier run whose runs/
+    folder is gone), as ``reference_rows`` gives them."""
+    refs = {}
+    if not Path(path).exists():
+        return refs
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    try:
+        for row in rows:
+            ref = row["row"].removeprefix("ours ")
+            if ref not in ("real-vs-real", "noise-vs-real"):
+                continue
+            for col, value in row.items():
+                if col not in ("metric", "row", "Avg", "Std") and value not in ("", None):
+                    column_refs = refs.setdefault(None if col == "all" else int(col), {})
+                    column_refs.setdefault(ref, {})[row["metric"]] = float(value)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{path} is not a table written by qdm ({type(e).__name__}: {e}); "
+                        "restore it from git or move it away to start afresh") from None
+    return refs
+
+
 def _fmt(x, metric):
     if x is None:
         return "—"
@@ -245,6 +344,26 @@ def mean_std(values):
     if not v:
         return None, None
     return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
+
+
+def difference(a: list, b: list) -> tuple[float, float | None]:
+    """mean(a) - mean(b) and its standard error sqrt(s_a^2/n_a + s_b^2/n_b) (None with one seed on
+    either side): two models' metric over independently trained seeds."""
+    diff = float(np.mean(a) - np.mean(b))
+    if len(a) < 2 or len(b) < 2:
+        return diff, None
+    return diff, float(np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b)))
+
+
+def pooled_difference(diffs: list[tuple[float, float]]) -> tuple[float, float]:
+    """Per-class differences averaged over the D classes, (1/D) sum_d diff_d, with standard error
+    sqrt(sum_d se_d^2) / D (classes trained independently)."""
+    return float(np.mean([d for d, _ in diffs])), float(np.sqrt(sum(se ** 2 for _, se in diffs)) / len(diffs))
+
+
+def beyond_2se(diff: float, se: float | None) -> str:
+    """The studies' mark for a difference larger than twice its standard error."""
+    return " (beyond 2 s.e.)" if se is not None and abs(diff) > 2 * se else ""
 
 
 def paper_row(table: str, metric: str, model: str, columns: list) -> list | None:
@@ -268,9 +387,10 @@ def write_tables(table: str, cells: list[dict], refs: dict, columns: list, proto
           "| Metric | Row | " + " | ".join(header) + " |", "|---|---" + "|---" * len(header) + "|"]
     csv_rows = []
 
-    def add(metric, label, values, extra, text=None):
-        text = text or [_fmt(v, metric) for v in values]
-        md.append(f"| {metric} | {label} | " + " | ".join(text + [_fmt(v, metric) for v in extra]) + " |")
+    def add(metric, label, values, extra, text=None, extra_text=None, shown=True):
+        text = (text or [_fmt(v, metric) for v in values]) + (extra_text or [_fmt(v, metric) for v in extra])
+        if shown:
+            md.append(f"| {metric} | {label} | " + " | ".join(text) + " |")
         csv_rows.append({"metric": metric, "row": label, **dict(zip(header, values + extra))})
 
     for metric in METRICS:
@@ -285,19 +405,41 @@ def write_tables(table: str, cells: list[dict], refs: dict, columns: list, proto
                         for m, v in zip(means, per_col)]
                 add(metric, f"ours {model}", means, list(mean_std(means)), text)
         for ref in ("real-vs-real", "noise-vs-real"):
-            values = [refs[k][ref][metric] if k in refs else None for k in columns]
+            values = [refs.get(k, {}).get(ref, {}).get(metric) for k in columns]
             if any(v is not None for v in values):
                 add(metric, f"ours {ref}", values, list(mean_std(values)))
+    floors = [refs.get(k, {}).get("real-vs-real", {}).get("FID") for k in columns]
+    fids = {m: [[c["FID"] for c in cells if c["model"] == m and c["cls"] == column(k)] for k in columns]
+            for m in MODELS}
+    for model in MODELS:                      # FID over the column's floor: how far from real images
+        ratios = [np.mean(v) / f if v and f else None for v, f in zip(fids[model], floors)]
+        if any(r is not None for r in ratios):
+            add("FID / floor", f"ours {model}", ratios, list(mean_std(ratios)))
+    diffs = [difference(q, c) if q and c else None for q, c in zip(fids["quantum"], fids["classical"])]
+    if any(diffs):                            # the paper's question: does the circuit help?
+        with_se = [d for d in diffs if d is not None and d[1] is not None]
+        pooled = pooled_difference(with_se) if len(with_se) >= 2 else (None, None)
+        text = ["—" if d is None else f"{d[0]:+.2f}" + (f" ± {d[1]:.2f}" if d[1] is not None else "") + beyond_2se(*d)
+                for d in diffs]
+        pooled_text = ["—", "—"] if pooled[0] is None else [f"{pooled[0]:+.2f} ± {pooled[1]:.2f}{beyond_2se(*pooled)}",
+                                                            f"over {len(with_se)} classes"]
+        add("FID", "quantum - classical", [None if d is None else d[0] for d in diffs], [pooled[0], None],
+            text, pooled_text)
+        add("FID", "quantum - classical s.e.", [None if d is None else d[1] for d in diffs], [pooled[1], None],
+            shown=False)
     seeds = sorted({c["seed"] for c in cells})
     done = sorted({(c["model"], c["cls"]) for c in cells})
     md += ["", f"Ours: {len(cells)} finished cells (model, class): {done}; mean over seeds {seeds}, ± their std.",
            "Avg and Std are over the classes (columns) shown. Every cell's numbers, wall times included, are in "
-           f"`{table_name(table, preset)}_cells.csv`; SSIM, FID, KID as defined in notebooks/07_evaluation.",
+           f"`{table_name(table, preset, proto)}_cells.csv`; SSIM, FID, KID as defined in notebooks/07_evaluation.",
+           "FID / floor: our mean FID over the column's real-vs-real FID (1 would be as close as real images at "
+           "this N). quantum - classical: the difference of the mean FIDs ± its standard error over the seeds; its "
+           "Avg is the per-class differences averaged, ± sqrt(sum se^2) / D; \"beyond 2 s.e.\" as in the studies.",
            "Paper: as printed; its FIDs come from 5-13 images (see the evaluation notebook), ours from N above.",
            "Quantum cells: the paper's circuit " + ("(RZ ansatz) with its input trained (not detached)."
                                                     if QUANTUM_CELLS.get(preset, QUANTUM_AS_PAPER) != QUANTUM_AS_PAPER
                                                     else "as the official code ran it (RZ ansatz, circuit input detached).")]
-    name = table_name(table, preset)
+    name = table_name(table, preset, proto)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / f"{name}.md", "\n".join(md) + "\n")
     write_text(out_dir / f"{name}.csv", csv_text(csv_rows))
@@ -305,43 +447,28 @@ def write_tables(table: str, cells: list[dict], refs: dict, columns: list, proto
     return out_dir / f"{name}.md"
 
 
-@contextmanager
-def cell_lock(path: Path):
-    """Hold ``path`` as an exclusive lock file (created atomically, so two workers, or two
-    machines sharing the runs folder, never run the same cell); yields False when another live
-    process holds it. A lock left by a dead process on this host is taken over; one from another
-    host must be deleted by hand if that machine died."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            host, _, pid = path.read_text().strip().partition(" ")
-            if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
-                yield False
-                return
-            path.unlink(missing_ok=True)           # stale: its process is gone
-    else:
-        yield False
-        return
-    os.write(fd, me.encode())
-    os.close(fd)
-    try:
-        yield True
-    finally:
-        path.unlink(missing_ok=True)
+def cell_key(cell: dict) -> tuple:
+    return cell["model"], cell["cls"], cell["seed"]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def shown_columns(columns: list, cells: dict) -> list:
+    """The requested columns and those of the recorded cells, in the table's order (all first)."""
+    return sorted(set(columns) | {None if c["cls"] == "all" else int(c["cls"]) for c in cells.values()},
+                  key=lambda k: (k is not None, k or 0))
+
+
+def record_table(table: str, cells: dict, refs: dict, columns: list, proto: dict, preset: str,
+                 results: Path) -> Path:
+    """Write the tables under their ledger's lock, after adding what other processes recorded
+    meanwhile: their cells (ours win) and the reference rows of columns we have none for."""
+    name = table_name(table, preset, proto)
+    path = results / f"{name}_cells.csv"
+    with ledger_lock(path):
+        others = merge_recorded(cells, path, preset, proto, cell_key)
+        for k, rows in recorded_references(results / f"{name}.csv").items():
+            refs.setdefault(k, rows)
+        return write_tables(table, list(cells.values()), refs, shown_columns(columns, cells), proto, preset,
+                            results, others)
 
 
 _worker_inception = {}
@@ -363,7 +490,8 @@ def run_task(root: Path, preset: str, table: str, dataset: str, cls, model: str,
             return None, None
         refs = reference_rows(root, dataset, cls, proto, fid_model, device, data_dir)
         return refs, run_cell(root / name, preset, dataset, cls, model, seed, proto, fid_model, device,
-                              data_dir, results / f"{table_name(table, preset)}_figures" / f"{name}.png", progress)
+                              data_dir, results / f"{table_name(table, preset, proto)}_figures" / f"{name}.png",
+                              progress)
 
 
 def reproduce(table: str, preset: str = "paper", classes: list | None = None, models=MODELS,
@@ -393,13 +521,11 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     device = resolve_device(device)
     root = Path(runs_dir) / preset
     results = Path(results_dir or ("results" if preset != "fast" else root / "results"))
-    name = table_name(table, preset)
-    key = lambda c: (c["model"], c["cls"], c["seed"])     # noqa: E731
-    cells, others = recorded_cells(results / f"{name}_cells.csv", preset, proto, key)   # never recomputed
+    cells, _ = recorded_cells(results / f"{table_name(table, preset, proto)}_cells.csv", preset, proto,
+                              cell_key)                   # never recomputed
     tasks = [(cls, model, seed) for cls in columns for model in models for seed in seeds
              if (model, column(cls), seed) not in cells]
-    shown = sorted(set(columns) | {None if c["cls"] == "all" else int(c["cls"]) for c in cells.values()},
-                   key=lambda k: (k is not None, k or 0))    # the requested columns and the recorded ones
+    shown = shown_columns(columns, cells)                 # the requested columns and the recorded ones
     fid_model = metrics.inception(device)                 # a missing weights file fails here, once
     refs = {k: reference_rows(root, dataset, k, proto, fid_model, device, data_dir)
             for k in shown if k not in {task[0] for task in tasks}}
@@ -412,9 +538,9 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
             print(f"[reproduce {table}] cell {task} is being run by another process: skipped", flush=True)
             return
         refs[task[0]] = ref
-        cells[key(cell)] = cell
-        others[:] = merge_recorded(cells, results / f"{name}_cells.csv", preset, proto, key)
-        write_tables(table, list(cells.values()), refs, shown, proto, preset, results, others)
+        cells[cell_key(cell)] = cell
+        record_table(table, cells, refs, columns, proto, preset, results)
+        overview_figure(results / f"{table_name(table, preset, proto)}_figures", dataset, shown, data_dir=data_dir)
         if progress:
             print(f"[reproduce {table}] cell {task} done: FID {cell['FID']:.2f}, SSIM {cell['SSIM']:.4f}", flush=True)
 
@@ -438,17 +564,18 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     if not cells:
         raise UserError("no cell was finished: every cell is held by another process (see "
                         f"{root / 'locks'}; delete a lock whose process has died)")
-    return write_tables(table, list(cells.values()), refs, shown, proto, preset, results, others)
+    return record_table(table, cells, refs, columns, proto, preset, results)
 
 
 def against_floor(results_dir, table: str, preset: str, proto: dict | None = None) -> list[dict]:
     """Each recorded cell of a table (its protocol: the preset's default unless given) beside its
     column's real-vs-real FID from ``<table>.csv``: FID / floor, the measure of issue 10's goal (at
     most 2), and the cell's wall times (training, and sampling + scoring)."""
-    results_dir, name = Path(results_dir), table_name(table, preset)
+    proto = proto or protocol(preset)
+    results_dir, name = Path(results_dir), table_name(table, preset, proto)
     with open(results_dir / f"{name}.csv") as f:
         floor = next(r for r in csv.DictReader(f) if r["metric"] == "FID" and r["row"] == "ours real-vs-real")
-    cells, _ = recorded_cells(results_dir / f"{name}_cells.csv", preset, proto or protocol(preset),
+    cells, _ = recorded_cells(results_dir / f"{name}_cells.csv", preset, proto,
                               key=lambda c: (c["cls"], c["model"], c["seed"]))
     return [{"class": c["cls"], "model": c["model"], "seed": c["seed"], "steps": c["steps"], "FID": c["FID"],
              "floor": float(floor[c["cls"]]), "FID / floor": c["FID"] / float(floor[c["cls"]]),

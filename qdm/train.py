@@ -5,13 +5,14 @@ A run lives in one folder:
     loss.csv      the training loss of every step;  epochs.csv  one row per epoch
     samples/epoch_NNN.png   EMA samples after every epoch (fixed noise, so epochs compare)
     loss.png      the loss curves;  samples.png  the final EMA samples;  summary.json
-    last.pt       everything needed to resume (written every epoch)
+    last.pt       everything needed to resume, every RNG included (written every epoch, before best.pt)
     best.pt       the EMA weights with the lowest validation loss
 """
 import copy
+import fnmatch
+import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,9 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 import qdm
-from qdm.checkpoint import atomic_write, csv_text, load_checkpoint, save_checkpoint, write_json, write_text
+from qdm.checkpoint import (atomic_write, check_out_path, csv_text, load_checkpoint, remove_stale_temps,
+                            save_checkpoint, write_json, write_text)
 from qdm.data import DATASETS, check_dataset, train_val_images
-from qdm.diffusion import Diffusion
+from qdm.diffusion import SAMPLERS, Diffusion
 from qdm.errors import UserError
 from qdm.gates import CONTROL_GATES
 from qdm.noise import T_SAMPLING, check_choice, eps_function, sample_t
@@ -69,6 +71,40 @@ class TrainConfig:
     data_dir: str | None = None         # None: $QDM_DATA_DIR, else ./data (see qdm.data)
     preset: str = "paper"
 
+    def check(self) -> "TrainConfig":
+        """Refuse, before any work, a value no run can use (one line naming the option and what it needs)."""
+        def need(name, ok, what):
+            if not ok:
+                raise UserError(f"--{name.replace('_', '-')} must be {what}, got {getattr(self, name)!r}")
+
+        def whole(v, least):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+        def positive(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+        for name in ("epochs", "batch_size", "val_size", "T", "grid_size", "grid_steps", "final_samples",
+                     "final_steps"):
+            need(name, whole(getattr(self, name), 1), "a whole number of at least 1")
+        for name in ("warmup_steps", "snapshot_every"):
+            need(name, whole(getattr(self, name), 0), "a whole number of at least 0")
+        need("steps_per_epoch", self.steps_per_epoch is None or whole(self.steps_per_epoch, 1),
+             "a whole number of at least 1 (omit it for every batch)")
+        need("lr", positive(self.lr), "a positive finite number")
+        need("grad_clip", self.grad_clip is None or positive(self.grad_clip),
+             "a positive finite number (omit it for no clipping)")
+        need("ema_decay", isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1,
+             "at least 0 and below 1")
+        if self.best_by not in ("val", "last_batch"):
+            raise UserError(f"unknown --best-by {self.best_by!r}: choose val or last_batch")
+        for name in ("grid_sampler", "final_sampler"):
+            if getattr(self, name) not in SAMPLERS:
+                raise UserError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}: "
+                                f"choose one of {', '.join(SAMPLERS)}")
+        check_choice(self.lr_schedule, LR_SCHEDULES, "lr schedule")
+        check_choice(self.t_sampling, T_SAMPLING, "t sampling")
+        return self
+
 
 PRESETS = {
     # exactly the paper's recipe: 30 epochs over one class (about 90 steps an epoch on MNIST)
@@ -100,7 +136,7 @@ def make_config(preset: str = "paper", **overrides) -> TrainConfig:
     if unknown:
         raise UserError(f"unknown option(s) {', '.join(sorted(unknown))}")
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
-    return TrainConfig(**values)
+    return TrainConfig(**values).check()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -188,34 +224,148 @@ RESUME_MUST_MATCH = ("dataset", "classes", "model", "quantum", "batch_size", "lr
                      "eps_source", "t_sampling", "t_reweight")
 
 
+RUN_FORMAT = "qdm-run-v1"        # in every run's config.json: what --overwrite may replace
 RUN_LOGS = {"config.json", "loss.csv", "epochs.csv", "loss.png", "samples"}   # what a run writes besides .pt
+RUN_FILES = ("config.json", "loss.csv", "epochs.csv", "loss.png", "samples.png", "summary.json", "*.pt",
+             "samples_*.png", "eval_*.json", "metrics-*.json", "samples/epoch_*.png", "snapshots/epoch_*.pt",
+             "snapshots/epoch_*.json", "snapshots/samples_*.p*", "snapshots/eval_*.json")
+# RUN_FILES: every file qdm writes into a run folder (train, and sample, evaluate, curve, reproduce beside it)
+RUN_FOLDERS = ("samples", "snapshots")
+LAST_KEYS = ("config", "model", "ema", "optimizer", "rng", "history")
+
+
+def is_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run's config.json written by qdm (older runs: with a qdm_version)."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and (config.get("format") == RUN_FORMAT or "qdm_version" in config)
+
+
+def run_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(the files in ``folder`` that qdm writes into a run, everything else)."""
+    ours, other = [], []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if p.is_dir() and not p.is_symlink():
+            if rel.as_posix() not in RUN_FOLDERS and rel.parts[0] not in RUN_FOLDERS:
+                other.append(p)
+            continue
+        mine = any(len(rel.parts) == len(Path(pat).parts) and fnmatch.fnmatchcase(rel.as_posix(), pat)
+                   for pat in RUN_FILES)
+        (ours if mine else other).append(p)
+    return ours, other
+
+
+def _holds(folder: Path, run: bool, other: list[Path]) -> str:
+    """What a folder holds, in words: a run, a run and other files, or other files."""
+    if not run:
+        other = sorted(folder.iterdir())
+    names = ", ".join(p.relative_to(folder).as_posix() for p in other[:3]) + (", ..." if len(other) > 3 else "")
+    if run:
+        return f"a run and other files ({names})" if other else "a run"
+    return f"other files ({names}), not a qdm run"
+
+
+def _never_replaced(folder: Path) -> str | None:
+    """Why --overwrite must never empty ``folder`` (the cwd or above it, home, a root, a repository), or None."""
+    here, cwd, home = folder.resolve(), Path.cwd().resolve(), Path.home().resolve()
+    if here == cwd or here in cwd.parents:
+        return "the current folder or one above it"
+    if here == home or here in home.parents:
+        return "the home folder or one above it"
+    if here.parent == here:
+        return "a filesystem root"
+    if (here / ".git").exists():
+        return "a repository's root (it holds .git)"
+    return None
+
+
+def _remove_run(folder: Path, files: list[Path]) -> None:
+    """Remove a run's own files (and its samples/ and snapshots/ folders once empty); nothing else."""
+    for p in files:
+        p.unlink()
+    for name in RUN_FOLDERS:
+        if (folder / name).is_dir() and not any((folder / name).iterdir()):
+            (folder / name).rmdir()
 
 
 def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
-    """Return the state to resume from, or None for a fresh run; refuse to clobber a run. With
-    ``resume``, a run stopped before its first checkpoint (its config.json and logs, no .pt
-    file) has nothing to resume and starts again."""
+    """Return the state to resume from, or None for a fresh run; refuse to clobber a run or
+    anything that is not one. ``overwrite`` removes a run's own files, and only from a folder
+    that holds nothing else. With ``resume``, a run stopped before its first checkpoint (its
+    config.json and logs, no .pt file) has nothing to resume and starts again."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder: choose another --out")
     last = out / "last.pt"
     if resume and last.exists():
         state = load_checkpoint(last)
-        old = state["config"]
+        old = state.get("config")
+        if not isinstance(old, dict):
+            raise UserError(f"cannot resume {out}: its last.pt holds no config; "
+                            "put the run's own last.pt back, or start again with --overwrite")
         defaults = asdict(TrainConfig())    # for fields newer than the run
         diff = [k for k in RESUME_MUST_MATCH if old.get(k, defaults[k]) != asdict(cfg).get(k)]
         if diff:
             raise UserError(f"cannot resume {out}: its run has a different {', '.join(diff)} "
                             f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); choose another --out")
         return state
-    if out.exists() and any(out.iterdir()):
-        entries = {p.name for p in out.iterdir()}
-        unstarted = "config.json" in entries and entries <= RUN_LOGS and not any(out.rglob("*.pt"))
-        if overwrite or (resume and unstarted):
-            shutil.rmtree(out)
-        elif resume:
-            raise UserError(f"{out} holds files but no last.pt to resume from: use --overwrite or another --out")
-        else:
-            raise UserError(f"{out} already holds a run: --resume continues it, --overwrite replaces it, "
-                            "or choose another --out")
-    return None
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    run = is_run(out)
+    if overwrite:
+        reason = _never_replaced(out)
+        if reason:
+            raise UserError(f"--overwrite never empties {out}: it is {reason} (it holds {_holds(out, run, [])}); "
+                            "choose another --out")
+    ours, other = run_files(out) if run else ([], [])      # only a run's folder is looked through
+    unstarted = run and not other and all(p.relative_to(out).parts[0] in RUN_LOGS for p in ours)
+    holds = _holds(out, run, other)
+    if run and not other and (overwrite or (resume and unstarted)):
+        _remove_run(out, ours)
+        return None
+    if overwrite:
+        raise UserError(f"{out} holds {holds}: --overwrite only replaces a folder holding a qdm run and "
+                        "nothing else; move those files or choose another --out")
+    if resume:
+        raise UserError(f"{out} holds {holds} but no last.pt to resume from: "
+                        + ("use --overwrite or another --out" if run and not other else "choose another --out"))
+    if run:
+        raise UserError(f"{out} already holds {holds}: --resume continues it, --overwrite replaces it, "
+                        "or choose another --out")
+    raise UserError(f"{out} holds {holds}: choose another --out")
+
+
+def _score(cfg: TrainConfig, row: dict) -> float:
+    return row["val_loss_ema"] if cfg.best_by == "val" else row["last_batch_loss"]
+
+
+def _resume_state(out: Path, cfg: TrainConfig, state: dict) -> dict:
+    """Check that last.pt can resume a run, and write what its epoch wrote after it: last.pt comes
+    first every epoch, so a run killed before best.pt (or a snapshot) was replaced, or whose best.pt
+    is gone, gets them from last.pt's EMA weights (standing in as the best when the best are lost)."""
+    missing = [k for k in LAST_KEYS if k not in state]
+    if missing:
+        raise UserError(f"cannot resume {out}: its last.pt has no {', '.join(missing)} (a copy of best.pt?); "
+                        "put the run's own last.pt back, or start again with --overwrite")
+    h = state["history"]
+    if h["epoch"] == 0:
+        return state
+    best = out / "best.pt"
+    try:
+        have = load_checkpoint(best).get("epoch") if best.exists() else None
+    except UserError:
+        have = None
+    if have != h["best_epoch"]:
+        if h["best_epoch"] != h["epoch"]:
+            h["best"], h["best_epoch"] = _score(cfg, h["epochs"][-1]), h["epoch"]
+        save_checkpoint(best, {"config": asdict(cfg), "ema": state["ema"], "epoch": h["epoch"], "step": h["step"],
+                               "score": h["best"]})
+    snap = out / "snapshots" / f"epoch_{h['epoch']:03d}.pt"
+    if cfg.snapshot_every and h["epoch"] % cfg.snapshot_every == 0 and not snap.exists():
+        save_checkpoint(snap, {"config": asdict(cfg), "ema": state["ema"], "epoch": h["epoch"], "step": h["step"]})
+    return state
 
 
 def _join_process_group(device: torch.device) -> tuple[int, int, torch.device]:
@@ -244,12 +394,17 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
     that the run equals a one-process run with the same global batch); DistributedDataParallel
     averages the gradients. Rank 0 alone validates, keeps the EMA and writes every file."""
     import torch.distributed as dist
-    out = Path(out_dir)
+    cfg.check()
+    out = check_out_path(out_dir)
     rank, world, device = _join_process_group(resolve_device(cfg.device))
     if cfg.batch_size % world:
         raise UserError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
     if rank == 0:
+        if out.is_dir() and is_run(out):
+            remove_stale_temps(out)                      # left by a killed process
         state = _prepare_folder(out, cfg, resume, overwrite)
+        if state is not None:
+            state = _resume_state(out, cfg, state)
     if world > 1:
         dist.barrier()                                   # rank 0 has checked (or cleared) the folder
         if rank > 0:
@@ -264,8 +419,6 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     diffusion = make_diffusion(cfg)
-    check_choice(cfg.t_sampling, T_SAMPLING, "t sampling")
-    check_choice(cfg.lr_schedule, LR_SCHEDULES, "lr schedule")
     gen = torch.Generator().manual_seed(cfg.seed)        # all training randomness
     fixed = torch.Generator().manual_seed(10_000 + cfg.seed)  # validation t and noise
     val_t = torch.randint(0, cfg.T, (len(val_x),), generator=fixed)
@@ -278,7 +431,11 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"])
         history = state["history"]
-    config = {**asdict(cfg), "qdm_version": qdm.__version__, "torch_version": torch.__version__,
+        if "torch_rng" in state:                         # shots and channel noise draw from these
+            torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and len(state.get("cuda_rng", [])) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    config = {"format": RUN_FORMAT, **asdict(cfg), "qdm_version": qdm.__version__, "torch_version": torch.__version__,
               "device_used": str(device), "parameters": count_parameters(model), "processes": world,
               "batch_per_process": cfg.batch_size // world}
     if rank == 0:
@@ -343,22 +500,27 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
         grid = diffusion.sample(ema.eval(), (cfg.grid_size, *expected), cfg.grid_sampler, cfg.grid_steps,
                                 generator=torch.Generator().manual_seed(cfg.seed), device=device)
         save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png")
-        score = row["val_loss_ema"] if cfg.best_by == "val" else row["last_batch_loss"]
-        if score < history["best"]:
+        score = _score(cfg, row)
+        improved = score < history["best"]
+        if improved:
             history["best"], history["best_epoch"] = score, epoch
-            save_checkpoint(out / "best.pt", {"config": asdict(cfg), "ema": ema.state_dict(),
-                                               "epoch": epoch, "step": history["step"], "score": score})
-        if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
-            save_checkpoint(out / "snapshots" / f"epoch_{epoch:03d}.pt",
-                            {"config": asdict(cfg), "ema": ema.state_dict(), "epoch": epoch, "step": history["step"]})
         history["epoch"] = epoch
         write_text(out / "loss.csv", csv_text(history["steps"]))
         write_text(out / "epochs.csv", csv_text(history["epochs"]))
         plot_losses([r["loss"] for r in history["steps"]], history["epochs"], out / "loss.png",
                     title=f"{cfg.dataset} {cfg.classes} {cfg.model}")
+        # last.pt first: killed before best.pt (or the snapshot), a resumed run writes them from it
         save_checkpoint(out / "last.pt", {"config": asdict(cfg), "model": model.state_dict(),
                                           "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                                          "rng": gen.get_state(), "history": history})
+                                          "rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                                          "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+                                          "history": history})
+        if improved:
+            save_checkpoint(out / "best.pt", {"config": asdict(cfg), "ema": ema.state_dict(),
+                                               "epoch": epoch, "step": history["step"], "score": score})
+        if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
+            save_checkpoint(out / "snapshots" / f"epoch_{epoch:03d}.pt",
+                            {"config": asdict(cfg), "ema": ema.state_dict(), "epoch": epoch, "step": history["step"]})
         if progress:
             tqdm.write(f"epoch {epoch}: train {row['train_loss']:.4f}  val raw {row['val_loss_raw']:.4f}  "
                        f"val EMA {row['val_loss_ema']:.4f}  ({row['seconds_per_step'] * 1000:.0f} ms/step)")
@@ -403,7 +565,7 @@ def finish(out: Path, cfg: TrainConfig, device, progress: bool = True) -> dict:
         "final_val_loss_ema": history["epochs"][-1]["val_loss_ema"],
         "best_epoch": history["best_epoch"], "best_score": history["best"], "best_by": cfg.best_by,
         "samples": f"{cfg.final_samples} from best.pt with {cfg.final_sampler}"
-                   + f"-{cfg.final_steps if cfg.final_sampler == 'ddim' else cfg.T}",
+                   + f"-{cfg.T if cfg.final_sampler == 'ddpm' else cfg.final_steps}",
         "sample_seconds": sample_seconds, "device": str(device),
     }
     write_json(out / "summary.json", summary)

@@ -73,25 +73,32 @@ def test_existing_run_is_not_destroyed(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "precious.txt").write_text("results")
-    one_line_error(capsys, ["train", "--out", str(out)], "already holds a run")
+    one_line_error(capsys, ["train", "--out", str(out)], "holds other files (precious.txt), not a qdm run")
     one_line_error(capsys, ["train", "--out", str(out), "--resume"], "no last.pt to resume from")
+    one_line_error(capsys, ["train", "--out", str(out), "--overwrite"], "holds other files (precious.txt)")
     assert (out / "precious.txt").read_text() == "results"
 
 
 def test_resume_restarts_a_run_stopped_before_its_first_checkpoint(tmp_path, tiny_data, capsys):
     """Killed in its first epoch, a run folder holds config.json (and maybe logs) but no .pt:
-    --resume starts it again; a folder with any other file is still refused, untouched."""
+    --resume starts it again; a folder with any other file, or whose config.json qdm did not
+    write, is still refused, untouched."""
     from qdm.train import make_config, train
     cfg = make_config("fast", batch_size=8, val_size=8, device="cpu")
     out = tmp_path / "killed"
     (out / "samples").mkdir(parents=True)
-    (out / "config.json").write_text("{}")
+    (out / "config.json").write_text('{"format": "qdm-run-v1"}')
     (out / "samples" / "epoch_001.png").write_bytes(b"")
     train(cfg, out, resume=True, progress=False, data=tiny_data)
     assert (out / "last.pt").exists() and json.loads((out / "config.json").read_text())["preset"] == "fast"
     other = tmp_path / "other"
     other.mkdir()
-    (other / "config.json").write_text("{}")
+    (other / "config.json").write_text('{"format": "qdm-run-v1"}')
     (other / "precious.txt").write_text("results")
     one_line_error(capsys, ["train", "--out", str(other), "--resume"], "no last.pt to resume from")
     assert (other / "precious.txt").read_text() == "results"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text("{}")
+    one_line_error(capsys, ["train", "--out", str(foreign), "--resume"], "not a qdm run")
+    assert (foreign / "config.json").read_text() == "{}"

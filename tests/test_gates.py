@@ -181,7 +181,7 @@ def test_fast_ablation_table_layout(tmp_path, monkeypatch):
     monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
     runs, results = tmp_path / "runs", tmp_path / "results"
     md = ablate([0], ["classical", "cosine"], [0, 1], "fast", protocol("fast"), runs, results, "cpu", progress=False)
-    rows = read_csv(results / "ablations.csv")
+    rows = read_csv(results / "ablations_fast.csv")
     assert list(rows[0]) == ["digit", "variant", "gate_parameters", "inert_parameters", "FID", "FID_seed_std", "KID",
                              "KID_seed_std", "SSIM", "SSIM_seed_std", "dFID", "dFID_se", "ms_per_step", "seeds"]
     assert [(r["digit"], r["variant"]) for r in rows] == [("0", "classical"), ("0", "cosine"), ("0", "real-vs-real")]
@@ -189,7 +189,7 @@ def test_fast_ablation_table_layout(tmp_path, monkeypatch):
     for r in rows:
         assert float(r["FID"]) > 0 and float(r["KID"]) == float(r["KID"]) and -1 <= float(r["SSIM"]) <= 1
     assert float(rows[1]["ms_per_step"]) > 0 and rows[1]["seeds"] == "2" and float(rows[1]["FID_seed_std"]) >= 0
-    cells = read_csv(results / "ablations_cells.csv")
+    cells = read_csv(results / "ablations_fast_cells.csv")
     assert [(c["variant"], c["model"], c["cls"], c["seed"]) for c in cells] == [
         ("classical", "classical", "0", "0"), ("classical", "classical", "0", "1"),
         ("cosine", "cosine", "0", "0"), ("cosine", "cosine", "0", "1")]
@@ -200,7 +200,7 @@ def test_fast_ablation_table_layout(tmp_path, monkeypatch):
     text = md.read_text()
     assert "| Digit | Variant | Gate parameters | FID | KID | SSIM | FID - classical | ms/step | Seeds |" in text
     assert "| 0 | cosine | 4240 |" in text and "| 0 | real-vs-real | — |" in text and "sampler = ddim" in text
-    assert (results / "ablations.png").stat().st_size > 0
+    assert (results / "ablations_fast.png").stat().st_size > 0
     cfg = json.loads((runs / "fast" / "mnist-0-cosine-seed0" / "config.json").read_text())
     assert cfg["model"] == "cosine" and cfg["quantum"] == {} and cfg["classes"] == [0]
 
@@ -222,9 +222,9 @@ def test_noise_study_shares_its_baselines_with_the_ablations(tmp_path, monkeypat
     assert cfg["quantum"] == {"ansatz": "paper", "detach_input": True, "shots": 100, "noise_schedule": "linear"}
     cfg = json.loads((runs / "fast" / "mnist-0-eps-quantum-seed0" / "config.json").read_text())
     assert cfg["eps_source"] == "quantum" and cfg["model"] == "quantum"
-    rows = read_csv(results / "noise.csv")
+    rows = read_csv(results / "noise_fast.csv")
     assert [r["variant"] for r in rows] == ["classical", "shots-100-linear", "eps-quantum", "real-vs-real"]
-    assert "FID - quantum-paper-detached" in (results / "noise.md").read_text()
+    assert "FID - quantum-paper-detached" in (results / "noise_fast.md").read_text()
 
 
 @needs_mnist
@@ -238,17 +238,17 @@ def test_a_study_continues_from_the_cells_results_records(tmp_path, monkeypatch)
     monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
     runs, results = tmp_path / "runs", tmp_path / "results"
     ablate([0], ["classical"], [0], "fast", protocol("fast"), runs, results, "cpu", progress=False)
-    first = read_csv(results / "ablations_cells.csv")
+    first = read_csv(results / "ablations_fast_cells.csv")
     shutil.rmtree(runs)
     ablate([1], ["cosine"], [0], "fast", protocol("fast"), runs, results, "cpu", progress=False)
     assert sorted(p.name for p in (runs / "fast").glob("mnist-*")) == ["mnist-1-cosine-seed0"]
-    cells = read_csv(results / "ablations_cells.csv")
+    cells = read_csv(results / "ablations_fast_cells.csv")
     assert [(c["variant"], c["cls"]) for c in cells] == [("classical", "0"), ("cosine", "1")]
     assert cells[0]["FID"] == first[0]["FID"]
-    rows = read_csv(results / "ablations.csv")
+    rows = read_csv(results / "ablations_fast.csv")
     assert [(r["digit"], r["variant"]) for r in rows] == [("0", "classical"), ("0", "real-vs-real"),
                                                           ("1", "cosine"), ("1", "real-vs-real")]
-    assert [study_name("noise", p) for p in ("study", "fast", "paper", "qdm")] == ["noise", "noise", "noise_paper",
+    assert [study_name("noise", p) for p in ("study", "fast", "paper", "qdm")] == ["noise", "noise_fast", "noise_paper",
                                                                                     "noise_qdm"]
 
 
@@ -276,7 +276,7 @@ def test_recipe_study_trains_each_variant_with_its_options(tmp_path, monkeypatch
     cut = json.loads((runs / "fast" / "mnist-0-no-skip-mid-seed0" / "config.json").read_text())
     assert full["unet"] == {"time_every_scale": True, "skip_mid": True} and full["lr_schedule"] == "warmup_cosine"
     assert cut["unet"] == {"time_every_scale": True, "skip_mid": False} and cut["grad_clip"] == 1.0
-    rows = read_csv(results / "recipe.csv")
+    rows = read_csv(results / "recipe_fast.csv")
     assert [r["variant"] for r in rows] == ["qdm", "no-skip-mid", "real-vs-real"]
     assert float(rows[1]["dFID"]) == pytest.approx(float(rows[1]["FID"]) - float(rows[0]["FID"]))
-    assert rows[1]["dFID_se"] == "" and "(one seed: no s.e.)" in (results / "recipe.md").read_text()
+    assert rows[1]["dFID_se"] == "" and "(one seed: no s.e.)" in (results / "recipe_fast.md").read_text()

@@ -17,7 +17,7 @@ def test_fast_table1_layout_paper_numbers_and_rerun_skips(tmp_path, monkeypatch)
     runs, results = tmp_path / "runs", tmp_path / "results"
     md = reproduce("table1", "fast", classes=[0, 1], runs_dir=runs, results_dir=results, device="cpu",
                    progress=False)
-    rows = read_csv(results / "table1.csv")
+    rows = read_csv(results / "table1_fast.csv")
     assert list(rows[0]) == ["metric", "row", "0", "1", "Avg", "Std"]
     by = {(r["metric"], r["row"]): r for r in rows}
     # the paper's printed numbers, for the digits shown
@@ -34,10 +34,17 @@ def test_fast_table1_layout_paper_numbers_and_rerun_skips(tmp_path, monkeypatch)
         assert all(-1 <= float(by[("SSIM", row)][c]) <= 1 for c in "01")
     # the floor is below the ceiling: real training images are closer to the test set than noise
     assert all(float(by[("FID", "ours real-vs-real")][c]) < float(by[("FID", "ours noise-vs-real")][c]) for c in "01")
-    cells = read_csv(results / "table1_cells.csv")
+    cells = read_csv(results / "table1_fast_cells.csv")
     assert sorted((c["model"], c["cls"]) for c in cells) == [("classical", "0"), ("classical", "1"),
                                                             ("quantum", "0"), ("quantum", "1")]
-    assert len(list((results / "table1_figures").glob("*.png"))) == 4
+    figures = results / "table1_fast_figures"
+    assert len(list(figures.glob("mnist-*-seed0.png"))) == 4 and len(list(figures.glob("*_strip.png"))) == 4
+    # the overview (the paper's Figs. 3-6 for all columns): real, classical and quantum rows per column
+    from matplotlib.image import imread
+    overview = imread(figures / "overview.png")
+    assert overview.shape[0] < overview.shape[1] and overview.std() > 0.05
+    strip = imread(figures / "mnist-0-quantum-seed0_strip.png")
+    assert strip.shape[:2] == (2 * 28 + 3 * 2, 4 * 28 + 5 * 2)      # 8 samples, 2 rows of 4, padding 2
     text = md.read_text()
     assert "| FID | paper classical | 218.61 | 261.67 |" in text and "sampler = ddim" in text
     cfg = json.loads((runs / "fast" / "mnist-0-quantum-seed0" / "config.json").read_text())
@@ -51,7 +58,7 @@ def test_fast_table1_layout_paper_numbers_and_rerun_skips(tmp_path, monkeypatch)
     monkeypatch.setattr(r, "evaluate_checkpoint", lambda *a, **k: pytest.fail("a finished cell was re-evaluated"))
     reproduce("table1", "fast", classes=[0, 1], runs_dir=runs, results_dir=results, device="cpu", progress=False)
     assert {p: p.stat().st_mtime_ns for p in metrics_files} == before
-    assert read_csv(results / "table1.csv") == rows
+    assert read_csv(results / "table1_fast.csv") == rows
 
 
 @needs_inception
@@ -61,7 +68,7 @@ def test_fast_table2_on_a_file_in_medmnist_format(tmp_path, monkeypatch):
     results = tmp_path / "results"
     reproduce("table2", "fast", models=["classical"], runs_dir=tmp_path / "runs", results_dir=results,
               device="cpu", data_dir=str(tmp_path / "data"), progress=False)
-    rows = read_csv(results / "table2.csv")
+    rows = read_csv(results / "table2_fast.csv")
     assert list(rows[0]) == ["metric", "row", "all", "1", "Avg", "Std"]
     by = {(r["metric"], r["row"]): r for r in rows}
     assert float(by[("FID", "paper quantum")]["all"]) == PAPER_TABLE2[("FID", "quantum")]
@@ -97,7 +104,7 @@ def test_parallel_grid_runs_each_cell_once_and_respects_locks(tmp_path, monkeypa
     held.write_text(f"{socket.gethostname()} {os.getpid()}")
     reproduce("table1", "fast", classes=[0, 1], runs_dir=runs, results_dir=results, device="cpu",
               progress=False, jobs=2)
-    cells = read_csv(results / "table1_cells.csv")
+    cells = read_csv(results / "table1_fast_cells.csv")
     assert sorted((c["model"], c["cls"]) for c in cells) == [("classical", "0"), ("classical", "1"),
                                                             ("quantum", "0")]
     assert not (runs / "fast" / "mnist-1-quantum-seed0").exists()
@@ -138,25 +145,25 @@ def test_a_fresh_clone_continues_from_the_cells_results_records(tmp_path, monkey
     runs, results = tmp_path / "runs", tmp_path / "results"
     run = dict(models=["classical"], runs_dir=runs, results_dir=results, device="cpu", progress=False)
     reproduce("table1", "fast", classes=[0], **run)
-    first = read_csv(results / "table1_cells.csv")
+    first = read_csv(results / "table1_fast_cells.csv")
     shutil.rmtree(runs)
     import qdm.reproduce as r
     run_task = r.run_task
 
     def another_process_records_a_cell_meanwhile(*args, **kwargs):
-        text = (results / "table1_cells.csv").read_text()
-        (results / "table1_cells.csv").write_text(text + text.splitlines()[1].replace(",classical,0,0,", ",classical,0,5,") + "\n")
+        text = (results / "table1_fast_cells.csv").read_text()
+        (results / "table1_fast_cells.csv").write_text(text + text.splitlines()[1].replace(",classical,0,0,", ",classical,0,5,") + "\n")
         return run_task(*args, **kwargs)
 
     monkeypatch.setattr(r, "run_task", another_process_records_a_cell_meanwhile)
     reproduce("table1", "fast", classes=[1], **run)
     monkeypatch.setattr(r, "run_task", run_task)
     assert not (runs / "fast" / "mnist-0-classical-seed0").exists()          # not retrained
-    cells = read_csv(results / "table1_cells.csv")
+    cells = read_csv(results / "table1_fast_cells.csv")
     assert [(c["cls"], c["seed"]) for c in cells] == [("0", "0"), ("1", "0"), ("0", "5")]   # none lost
     cells = cells[:2]
     assert [(c["cls"], c["FID"]) for c in cells[:1]] == [("0", first[0]["FID"])] and cells[1]["cls"] == "1"
-    rows = read_csv(results / "table1.csv")
+    rows = read_csv(results / "table1_fast.csv")
     assert list(rows[0]) == ["metric", "row", "0", "1", "Avg", "Std"]
     by = {(r["metric"], r["row"]): r for r in rows}
     assert float(by[("FID", "ours classical")]["0"]) == float(first[0]["FID"])
@@ -175,11 +182,41 @@ def test_a_fresh_clone_continues_from_the_cells_results_records(tmp_path, monkey
     assert f"class 1 classical seed 0: FID {ratios[1]['FID']:.2f} = {ratios[1]['FID / floor']:.2f}x" in capsys.readouterr().out
     # another protocol (N = 8): its table shows its own cell alone; the two cells above stay in the file
     reproduce("table1", "fast", classes=[1], proto=protocol("fast", n=8), **run)
-    assert list(read_csv(results / "table1.csv")[0]) == ["metric", "row", "1", "Avg", "Std"]
-    cells = read_csv(results / "table1_cells.csv")
+    assert list(read_csv(results / "table1_fast_ddim5-n8.csv")[0]) == ["metric", "row", "1", "Avg", "Std"]
+    cells = read_csv(results / "table1_fast_cells.csv") + read_csv(results / "table1_fast_ddim5-n8_cells.csv")
     assert sorted((c["cls"], json.loads(c["protocol"])["n"]) for c in cells) == [("0", 16), ("0", 16), ("1", 8), ("1", 16)]
     # a cells file that qdm did not write: one line that says what to do, and the file left as it is
-    (results / "table1_cells.csv").write_text("model,FID\nclassical,oops\n")
+    (results / "table1_fast_cells.csv").write_text("model,FID\nclassical,oops\n")
     with pytest.raises(UserError, match="is not a cells file written by qdm.*restore it from git"):
         reproduce("table1", "fast", classes=[1], **run)
-    assert (results / "table1_cells.csv").read_text() == "model,FID\nclassical,oops\n"
+    assert (results / "table1_fast_cells.csv").read_text() == "model,FID\nclassical,oops\n"
+
+
+def test_table1_difference_rows_recomputed_by_hand(tmp_path):
+    """Table I's answer rows from synthetic cells: FID over the column's floor, quantum minus
+    classical per digit with its standard error over seeds, and the pooled difference over digits
+    with standard error sqrt(sum se_d^2) / D, each recomputed here from the cells."""
+    import numpy as np
+    from qdm.reproduce import protocol, write_tables
+    rng = np.random.default_rng(0)
+    proto, digits, cells = protocol("qdm"), [0, 1, 2], []
+    for d in digits:
+        for model, shift in (("classical", 0.0), ("quantum", 2.0 + d)):
+            for seed in range(3):
+                cells.append({"model": model, "cls": str(d), "seed": seed, "FID": 20 + shift + rng.normal(),
+                              "SSIM": 0.3, "KID": 0.01, "SSIM_nearest": 0.5, "preset": "qdm", "protocol": proto})
+    floors = {d: 5.0 + d for d in digits}
+    refs = {d: {"real-vs-real": {"FID": floors[d], "SSIM": 0.3, "KID": 0.0, "SSIM_nearest": 0.6}} for d in digits}
+    write_tables("table1", cells, refs, digits, proto, "qdm", tmp_path)
+    rows = {(r["metric"], r["row"]): r for r in read_csv(tmp_path / "table1_qdm.csv")}
+    fid = {(m, d): [c["FID"] for c in cells if c["model"] == m and c["cls"] == str(d)] for m in ("classical", "quantum")
+           for d in digits}
+    diffs = [np.mean(fid["quantum", d]) - np.mean(fid["classical", d]) for d in digits]
+    ses = [np.sqrt(np.var(fid["quantum", d], ddof=1) / 3 + np.var(fid["classical", d], ddof=1) / 3) for d in digits]
+    for d, diff, se in zip(digits, diffs, ses):
+        assert float(rows["FID", "quantum - classical"][str(d)]) == pytest.approx(diff)
+        assert float(rows["FID", "quantum - classical s.e."][str(d)]) == pytest.approx(se)
+        assert float(rows["FID / floor", "ours quantum"][str(d)]) == pytest.approx(np.mean(fid["quantum", d]) / floors[d])
+    assert float(rows["FID", "quantum - classical"]["Avg"]) == pytest.approx(np.mean(diffs))
+    assert float(rows["FID", "quantum - classical s.e."]["Avg"]) == pytest.approx(np.sqrt(sum(s ** 2 for s in ses)) / 3)
+    assert "beyond 2 s.e." in (tmp_path / "table1_qdm.md").read_text()     # +3 FID on ~0.6 s.e.

@@ -1,0 +1,189 @@
+"""What one Table I cell costs, phase by phase, on today's path and on each speed-up, in one run.
+
+A cell (qdm.reproduce.run_cell) is: start-up (imports, data, Inception weights), training for the
+preset's steps, sampling N = 1000 images, scoring them (Inception features, FID, KID, SSIM). Each
+phase is timed on a fixed sample of its work and scaled to the whole (its cost is linear in the
+work: steps, network evaluations, images), in interleaved rounds so that the machine's load hits
+every variant alike; the medians are reported with their ratio to today's path.
+
+- training: the step train() takes (loss, backward, clipping, Adam, EMA update) on a batch of 64,
+  fp32 (today) and bf16 autocast on channels-last memory, classical and quantum (the paper's circuit,
+  exact simulator), times the preset's steps (paper 2,670, qdm 8,900 on digit 0);
+- sampling: one network evaluation on a batch of 500 (qdm.reproduce.generate's batch), with
+  torch.no_grad in fp32 (today), inference_mode in fp32, and qdm.inference's bf16 path, times the
+  sampler's evaluations (DDPM-1000: 1000) and the two batches of N = 1000;
+- scoring: Inception features of the generated images (timed on --score-n images, scaled to N), and
+  the rest of the score (FID, KID, both SSIMs) once on N images.
+
+    .venv/bin/python benchmarks/bench_cell.py --out results/bench_cell.md
+"""
+import argparse
+import copy
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from qdm import metrics
+from qdm.checkpoint import write_text
+from qdm.data import load_images
+from qdm.inference import for_sampling
+from qdm.train import ema_update, make_config, make_diffusion, build_model
+from qdm.reproduce import QUANTUM_CELLS, score
+
+PRESET_STEPS = {"paper": 2670, "qdm": 8900}     # digit 0: 30 and 100 epochs of 89 batches
+
+
+def timed(fn, repeat: int) -> float:
+    """Median seconds of ``repeat`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def train_step(preset: str, model_kind: str, bf16: bool):
+    """One of train()'s steps for the preset's network, as a function of no arguments."""
+    cfg = make_config(preset, model=model_kind, quantum=QUANTUM_CELLS.get(preset, {}) if model_kind == "quantum" else {})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    diffusion = make_diffusion(cfg)
+    x0 = torch.rand(64, 1, 28, 28) * 2 - 1
+    if bf16:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = diffusion.loss(model, x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema_update(ema, model, cfg.ema_decay)
+    return step
+
+
+def network_call(preset: str, path: str, batch: int = 500):
+    """One network evaluation of the sampler's batch, on ``path``: today, inference_mode, bf16."""
+    model = build_model(make_config(preset)).eval()
+    eps = for_sampling(model, "bf16" if path == "bf16" else "fp32")
+    x, t = torch.randn(batch, 1, 28, 28), torch.full((batch,), 500)
+    guard = torch.no_grad if path == "today" else torch.inference_mode
+
+    def call():
+        with guard():
+            eps(x, t)
+    return call
+
+
+def startup_seconds() -> float:
+    """A fresh process's imports, one digit's images and the Inception weights (a cell's cold start)."""
+    code = ("import qdm.reproduce, qdm.metrics as m, qdm.data as d; d.load_images('mnist', 'test', [0]); "
+            "d.load_images('mnist', 'train', [0]); m.inception('cpu')")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - t0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--steps", type=int, default=10, help="training steps timed per variant and round (default 10)")
+    p.add_argument("--evals", type=int, default=5, help="network evaluations timed per variant and round (default 5)")
+    p.add_argument("--score-n", type=int, default=200, help="images whose Inception features are timed (default 200)")
+    p.add_argument("--n", type=int, default=1000, help="images a cell samples and scores (default 1000)")
+    p.add_argument("--few-steps", type=int, default=50, help="evaluations of the few-step sampler row (default 50)")
+    p.add_argument("--out", help="also write the Markdown report here")
+    a = p.parse_args()
+    load = os.getloadavg()[0]
+    train_variants = {(preset, kind, bf16): train_step(preset, kind, bf16)
+                      for preset in PRESET_STEPS for kind in ("classical", "quantum") for bf16 in (False, True)}
+    sample_variants = {path: network_call("paper", path) for path in ("today", "inference_mode", "bf16")}
+    fid_model = metrics.inception("cpu")
+    real = load_images("mnist", "test", [0])
+    generated = load_images("mnist", "train", [0])[:a.n]          # stands in for samples: same cost
+    score_variants = {"today": lambda: metrics.inception_features(generated[:a.score_n], fid_model)}
+    train_s, sample_s, feat_s = ({k: [] for k in v} for v in (train_variants, sample_variants, score_variants))
+    for _ in range(a.rounds):
+        for k, step in train_variants.items():
+            train_s[k].append(timed(step, a.steps))
+        for k, call in sample_variants.items():
+            sample_s[k].append(timed(call, a.evals))
+        for k, fn in score_variants.items():
+            feat_s[k].append(timed(fn, 1))
+    med = lambda d: {k: statistics.median(v) for k, v in d.items()}             # noqa: E731
+    train_s, sample_s, feat_s = med(train_s), med(sample_s), med(feat_s)
+    real_f = metrics.inception_features(real, fid_model)
+    t0 = time.perf_counter()
+    score(generated, real, real_f, fid_model, "cpu")
+    rest_s = time.perf_counter() - t0 - feat_s["today"] * a.n / a.score_n   # score() minus its Inception pass
+    start_s = startup_seconds()
+
+    batches = -(-a.n // 500)
+    scoring = feat_s["today"] * a.n / a.score_n + rest_s
+    lines = ["# One cell's cost, phase by phase", "",
+             f"`benchmarks/bench_cell.py`, {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
+             f"load average {load:.1f} at the start (a background job may share the cores: the ratios, measured "
+             f"in the same interleaved rounds, are the result). Medians of {a.rounds} rounds; each phase scaled "
+             f"from its sample to the whole.", "",
+             "## Training (per step, batch 64; minutes for the preset's steps on digit 0)", "",
+             "| preset | model | fp32 ms/step | bf16 + channels-last ms/step | speed-up | fp32 min | bf16 min |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for preset, steps in PRESET_STEPS.items():
+        for kind in ("classical", "quantum"):
+            f32, b16 = train_s[(preset, kind, False)], train_s[(preset, kind, True)]
+            lines.append(f"| {preset} | {kind} | {f32 * 1e3:.1f} | {b16 * 1e3:.1f} | {f32 / b16:.2f}x "
+                         f"| {f32 * steps / 60:.1f} | {b16 * steps / 60:.1f} |")
+    for preset in PRESET_STEPS:
+        for bf16 in (False, True):
+            q, c = train_s[(preset, "quantum", bf16)], train_s[(preset, "classical", bf16)]
+            lines.append(f"\nQuantum (paper circuit) over classical step, {preset}, {'bf16' if bf16 else 'fp32'}: "
+                         f"{q / c:.2f}x (goal at most 1.1x).")
+    lines += ["", f"## Sampling N = {a.n} (batches of 500; one network evaluation timed)", "",
+              "| path | s per evaluation of 500 | speed-up | DDPM-1000 min | "
+              f"{a.few_steps} evaluations min |", "|---|---:|---:|---:|---:|"]
+    for path, s in sample_s.items():
+        lines.append(f"| {path} | {s:.3f} | {sample_s['today'] / s:.2f}x | {s * 1000 * batches / 60:.1f} "
+                     f"| {s * a.few_steps * batches / 60:.2f} |")
+    lines += ["", f"## Scoring N = {a.n}", "",
+              f"Inception features {feat_s['today'] * a.n / a.score_n:.0f} s (timed on {a.score_n} images), "
+              f"FID + KID + SSIM (random pairs and nearest of 200) {rest_s:.0f} s; start-up of a fresh process "
+              f"(imports, the digit's images, Inception weights) {start_s:.0f} s.", "",
+              "## One cell (minutes), from a cold start", "",
+              "| preset | model | today: fp32, DDPM-1000 | bf16 sampling, DDPM-1000 | bf16 training and sampling, "
+              f"DDPM-1000 | bf16 training and sampling, {a.few_steps} evaluations | speed-up (last) |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for preset, steps in PRESET_STEPS.items():
+        for kind in ("classical", "quantum"):
+            f32, b16 = train_s[(preset, kind, False)] * steps, train_s[(preset, kind, True)] * steps
+            fixed = start_s + scoring
+            today = fixed + f32 + sample_s["today"] * 1000 * batches
+            cells = [today, fixed + f32 + sample_s["bf16"] * 1000 * batches,
+                     fixed + b16 + sample_s["bf16"] * 1000 * batches,
+                     fixed + b16 + sample_s["bf16"] * a.few_steps * batches]
+            lines.append(f"| {preset} | {kind} | " + " | ".join(f"{c / 60:.1f}" for c in cells)
+                         + f" | {today / cells[-1]:.1f}x |")
+    lines += ["", "Which of these paths the tables may use is decided by measurement, not by speed: bf16 "
+                  "sampling and a few-step sampler only where `results/samplers.md` shows FID within the spread "
+                  "of three DDPM-1000 sampling seeds; bf16 training changes the trained weights and is an option "
+                  "(`--precision`), not the tables' protocol, until a study shows it scores alike."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        write_text(Path(a.out), text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Lock files for what several processes share: a cell (its run folder; a held cell is skipped)
+and a ledger (a results file that processes read, merge and write back; its lock is waited for).
+
+A lock is a file holding ``<host> <pid>`` of its holder, created atomically (O_EXCL) and removed
+on release, so it also works for machines that share a folder. A lock left by a dead process on
+this host is stale and is taken over; the takeover of one stale lock is itself exclusive (first
+a marker named after the dead holder is created with O_EXCL, then the holder is checked again and
+replaced), so two processes that find the same stale lock never both hold it. A lock from another
+host is never taken over: if that machine died, delete the file by hand.
+"""
+import os
+import random
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from qdm.checkpoint import pid_alive
+from qdm.errors import UserError
+
+
+def me() -> str:
+    """This process, as a lock file names its holder."""
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _stale(holder: str) -> bool:
+    """A lock whose holder is a dead process on this host (an empty file is being written: held)."""
+    host, _, pid = holder.strip().partition(" ")
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
+def _take_over(path: Path, holder: str) -> bool:
+    """Replace the stale lock ``holder`` by ours; False when another process got there first."""
+    marker = path.with_name(f"{path.name}.takeover-{holder.split()[-1]}")    # one taker per dead holder
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    try:
+        if _read(path) != holder:            # taken over (or released) meanwhile
+            return False
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        tmp.write_text(me())
+        os.replace(tmp, path)                # nobody else may replace this holder while we hold the marker
+        return True
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def try_lock(path) -> bool:
+    """Take the lock file ``path`` if it is free or stale; False when a live process holds it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):                       # again when the lock is released while we look at it
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = _read(path)
+            if holder is None:
+                continue
+            return _stale(holder) and _take_over(path, holder)
+        with os.fdopen(fd, "w") as f:
+            f.write(me())
+        return True
+    return False
+
+
+def unlock(path) -> None:
+    """Release a lock this process holds (a lock of another holder is left alone)."""
+    if _read(Path(path)) == me():
+        Path(path).unlink(missing_ok=True)
+
+
+@contextmanager
+def cell_lock(path):
+    """Hold ``path`` as a cell's exclusive lock; yields False (and holds nothing) when another live
+    process holds it, so that two workers, or two machines sharing the runs folder, never run the
+    same cell."""
+    mine = try_lock(path)
+    try:
+        yield mine
+    finally:
+        if mine:
+            unlock(path)
+
+
+def ledger_lock_path(ledger) -> Path:
+    return Path(ledger).with_name(f".{Path(ledger).name}.lock")
+
+
+@contextmanager
+def ledger_lock(ledger, timeout: float = 600.0):
+    """Hold the lock of the results file ``ledger`` (``.<name>.lock`` beside it), waiting for it:
+    every read-merge-write of a ledger, and of the files written from it, happens inside."""
+    path = ledger_lock_path(ledger)
+    deadline = time.monotonic() + timeout
+    while not try_lock(path):
+        holder = _read(path)
+        if holder == me():
+            raise RuntimeError(f"{path} is already held by this process")
+        if time.monotonic() > deadline:
+            raise UserError(f"{path} has been held by {holder or 'another process'} for over {timeout:.0f} s: "
+                            "delete it (and any .takeover file beside it) if that process is gone")
+        time.sleep(random.uniform(0.005, 0.05))
+    try:
+        yield
+    finally:
+        unlock(path)

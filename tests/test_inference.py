@@ -1,0 +1,63 @@
+"""qdm.inference: the network evaluated for sampling, in fp32 (unchanged) or bfloat16 (close)."""
+import pytest
+import torch
+
+from qdm.diffusion import Diffusion
+from qdm.errors import UserError
+from qdm.inference import for_sampling
+from qdm.reproduce import protocol, protocol_tag, table_name
+from qdm.schedule import make_schedule
+from qdm.train import build_model, make_config
+
+NETWORKS = [dict(preset="paper"), dict(preset="qdm"), dict(preset="qdm", model="quantum", quantum={"ansatz": "paper"}),
+            dict(preset="paper", model="se")]
+
+
+def _inputs(b=16):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(b, 1, 28, 28, generator=g), torch.randint(0, 1000, (b,), generator=g)
+
+
+@pytest.mark.parametrize("options", NETWORKS)
+def test_fp32_path_is_the_model_itself_and_bf16_is_within_two_percent(options):
+    """fp32: the same function bit for bit. bf16 (autocast, channels-last): float32 output of the
+    input's shape, relative L2 error of the noise prediction under 2% (bfloat16 keeps 8 bits of
+    mantissa, about 0.4% per operation; measured about 0.5% on these networks)."""
+    torch.manual_seed(0)
+    model = build_model(make_config(**options)).eval()
+    x, t = _inputs()
+    with torch.inference_mode():
+        reference = model(x, t)
+        assert torch.equal(for_sampling(model, "fp32")(x, t), reference)
+        fast = for_sampling(model, "bf16")(x, t)
+    assert fast.dtype == torch.float32 and fast.shape == reference.shape and fast.is_contiguous()
+    assert ((fast - reference).norm() / reference.norm()).item() < 2e-2
+
+
+def test_bf16_sampling_follows_the_fp32_trajectory():
+    """Deterministic DDIM from the same noise: bfloat16's images stay close to fp32's (a small
+    per-step error, not a different sampler), and the images are in the data range."""
+    torch.manual_seed(0)
+    model = build_model(make_config("qdm")).eval()
+    diffusion = Diffusion(make_schedule("cosine", 1000))
+    with torch.inference_mode():
+        a = diffusion.sample(for_sampling(model, "fp32"), (8, 1, 28, 28), "ddim", 10, torch.Generator().manual_seed(1))
+        b = diffusion.sample(for_sampling(model, "bf16"), (8, 1, 28, 28), "ddim", 10, torch.Generator().manual_seed(1))
+    assert b.abs().max() <= 1 and (a - b).abs().mean() < 0.05
+
+
+def test_precision_is_part_of_the_protocol_only_when_not_fp32():
+    """fp32 protocols are unchanged (cells recorded before the option stay recorded under them);
+    bf16 is a protocol of its own, with its own results names."""
+    assert "precision" not in protocol("paper") and protocol("paper", precision="fp32") == protocol("paper")
+    fast = protocol("paper", sampler="dpmpp_2m", steps=20, precision="bf16")
+    assert fast["precision"] == "bf16" and fast != protocol("paper", sampler="dpmpp_2m", steps=20)
+    assert protocol_tag(fast, "paper") == "dpmpp_2m20-bf16-n1000"
+    assert table_name("table1", "paper", fast) == "table1_paper_dpmpp_2m20-bf16-n1000"
+    assert table_name("table1", "paper", protocol("paper")) == "table1"
+
+
+@pytest.mark.parametrize("kwargs", [dict(precision="fp16"), dict(sampler="euler"), dict(steps=0), dict(n=0)])
+def test_bad_protocol_options_are_one_line_errors(kwargs):
+    with pytest.raises(UserError):
+        protocol("paper", **kwargs)
