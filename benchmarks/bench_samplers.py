@@ -178,11 +178,18 @@ def plot(curves: list, floors: dict, path: Path) -> None:
     plt.close(fig)
 
 
+EARLY = [("dpmpp_2m", 20), ("dpmpp_2m", 50), ("dpmpp_2m_sde", 50), ("ddpm_respaced", 100), ("ddim", 100)]
+
+
 def plan(models, seeds, precision_check=True):
-    """(preset, digit, sampler, steps, precision, seed) in the order they run: per model the reference
-    seeds first, then each seed of the candidates, so that a partial run already compares."""
+    """(preset, digit, sampler, steps, precision, seed) in the order they run, so that a partial run
+    already compares: per model DDPM-1000's first seed and a few candidates at that seed, then the
+    reference's other seeds and its fp32 twin, then every candidate at every seed."""
     for m, (preset, digit) in enumerate(models):
-        for seed in seeds:
+        yield preset, digit, *REFERENCE, "bf16", seeds[0]
+        for sampler, steps in EARLY:
+            yield preset, digit, sampler, steps, "bf16", seeds[0]
+        for seed in seeds[1:]:
             yield preset, digit, *REFERENCE, "bf16", seed
         if precision_check:
             yield preset, digit, *REFERENCE, "fp32", seeds[0]
