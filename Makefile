@@ -16,6 +16,9 @@ export TORCH_HOME := $(abspath $(SHARED)/torch_hub)
 endif
 endif
 
+# OpenMP threads wait passively: the tests share the cores with each other and with background jobs
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .PHONY: install run test book bench clean-book
 
 install: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""Wall time of a reproduce grid with --jobs 1 against --jobs 2, measured in one run (issue 8).
+"""Wall time of a reproduce grid with --jobs 1 against --jobs 2, measured in one run.
 
 Runs `python -m qdm reproduce table1` on the same small grid (fast preset training, N = 256
 DDIM-50 samples per cell by default, so that a cell is real work and not process start-up) twice, each time from scratch in

@@ -5,6 +5,12 @@ Insights from MNIST and MedMNIST". Equation numbers in docstrings refer to that 
 """
 import os
 
+# torch's OpenMP threads spin while they wait; on cores shared with another job (a background grid
+# beside the tests, two grid workers) that made a 2-thread job many times slower here
+# (benchmarks/bench_threads.py). Waiting passively costs nothing on idle cores. Set before torch
+# loads its OpenMP runtime, and inherited by every process qdm starts; a user's setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from qdm._torchvision_compat import ensure_torchvision_importable
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """Studies that compare variants of one model trained alike: the ablations for the paper's question
-"is it the quantum circuit that helps?" (``GATES``, issue 9), the quantum noise options
-(``NOISE``, issue 7) and the qdm recipe's changes, each taken back out (``RECIPE``, issue 10).
+"is it the quantum circuit that helps?" (``GATES``), the quantum noise options
+(``NOISE``) and the qdm recipe's changes, each taken back out (``RECIPE``).
 
 Every variant is the same U-Net with a gate at the bottleneck (Eq. 8) and some TrainConfig
 overrides. Each (digit, variant, seed) cell is trained with the same preset and evaluated with the
@@ -50,7 +50,7 @@ def _noisy(what: str, **options):
     return ("quantum", {"quantum": {**PAPER_QUANTUM, **options}}, what)
 
 
-NOISE = {   # the paper's quantum model with each quantum noise option of qdm.noise (issue 7)
+NOISE = {   # the paper's quantum model with each quantum noise option of qdm.noise
     "classical": GATES["classical"],
     "quantum-paper-detached": GATES["quantum-paper-detached"][:2] + ("no quantum noise (exact expectations)",),
     "shots-1000": _noisy("1000 shots per circuit evaluation", shots=1000),
@@ -74,7 +74,7 @@ def _without(what: str, **changes):
     return ("classical", {**QDM_RECIPE, **changes}, what)
 
 
-RECIPE = {  # the classical model with the qdm recipe, with each of its changes undone in turn (issue 10);
+RECIPE = {  # the classical model with the qdm recipe, with each of its changes undone in turn;
     # the number of steps is the preset's, so that the study asks what each change buys at one budget
     "qdm": _without("the qdm recipe (training options of the qdm preset)"),
     "no-time-every-scale": _without("time embedding at the bottleneck only, as in the paper",

@@ -1,4 +1,4 @@
-"""Learning curves (issue 10): FID and KID of a run's EMA weights against training steps.
+"""Learning curves: FID and KID of a run's EMA weights against training steps.
 
 A run trained with ``snapshot_every = k`` keeps its EMA weights every k epochs in
 ``snapshots/epoch_NNN.pt``. ``learning_curve`` scores each snapshot with a protocol of

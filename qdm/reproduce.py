@@ -569,7 +569,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
 
 def against_floor(results_dir, table: str, preset: str, proto: dict | None = None) -> list[dict]:
     """Each recorded cell of a table (its protocol: the preset's default unless given) beside its
-    column's real-vs-real FID from ``<table>.csv``: FID / floor, the measure of issue 10's goal (at
+    column's real-vs-real FID from ``<table>.csv``: FID / floor, the qdm recipe's measure (its goal: at
     most 2), and the cell's wall times (training, and sampling + scoring)."""
     proto = proto or protocol(preset)
     results_dir, name = Path(results_dir), table_name(table, preset, proto)

@@ -116,7 +116,7 @@ PRESETS = {
     # about a minute per classical model on 2 CPU cores); its images are rough zeros, its purpose is
     # comparing gates and noise options trained alike
     "study": dict(lr=1e-3, ema_warmup=True, epochs=10, grid_sampler="ddim", final_sampler="ddim", final_steps=50),
-    # the qdm recipe (issue 10): the paper's architecture family and gate hook, with what is meant
+    # the qdm recipe: the paper's architecture family and gate hook, with what is meant
     # to make digits: time embedding at every scale, a second skip, lr 1e-3 with warm-up and cosine
     # decay, gradient clipping, EMA warm-up, 100 epochs (8,900 steps), EMA snapshots for learning curves
     "qdm": dict(lr=1e-3, lr_schedule="warmup_cosine", warmup_steps=200, grad_clip=1.0, ema_warmup=True,
