@@ -9,7 +9,9 @@ but never specifies). Every option is off by default; ``qdm.quantum.QuantumGate`
    bitstrings, sampled exactly. "paper" ansatz: the bits b_j ~ Bernoulli(sin^2(x_j/2)) of the RY
    product state are independent, RZ only adds phases and each CNOT chain maps bits to prefix
    parities, so a shot is b -> chain^L(b) and Z_i = (-1)^{bit i}. Statevector ansaetze: bitstrings
-   drawn from |psi|^2. More than ``DIRECT_SHOTS`` shots: multinomial counts over the 2^n outcomes
+   drawn from |psi|^2; where the expectation comes from the MPS (qdm.mps), up to ``DIRECT_SHOTS``
+   shots are drawn from that same MPS by sequential conditional sampling (one simulation). More
+   than ``DIRECT_SHOTS`` shots: multinomial counts over the 2^n outcomes (of a statevector)
    by a tree of binomial splits, exact for any S at a cost independent of S.
    Gradients: forward = the shot estimate, backward = the exact gradient of its expectation
    ("noisy forward, exact backward", a straight-through estimator). The estimate is unbiased (its
@@ -47,8 +49,9 @@ import math
 import torch
 
 from qdm.errors import UserError
+from qdm.mps import circuit_mps, sample_bits, z_strings
 from qdm.quantum import (_kron, _product_state, _qubit_groups, chain_permutation, closed_form_outputs,
-                         layer_gates, parity_sets, statevector_outputs)
+                         exact_simulator, layer_gates, parity_sets, statevector_outputs)
 
 LEVEL_SHAPES = ("constant", "linear", "cosine")
 CHANNELS = ("depolarizing", "bitflip")
@@ -256,13 +259,15 @@ def _per_sample(value, B: int, dtype) -> torch.Tensor:
 
 
 def noisy_outputs(x: torch.Tensor, weights: torch.Tensor, ansatz: str, shots=None, channel=None,
-                  p=0.0, generator=None) -> torch.Tensor:
+                  p=0.0, generator=None, simulator: str = "auto") -> torch.Tensor:
     """<Z_i> with channel noise and/or estimated from shots (module docstring, 2-3); x (B, n).
-    shots: None (exact), an int, or per-sample counts (B,) with inf = exact. p: float or (B,)."""
+    shots: None (exact), an int, or per-sample counts (B,) with inf = exact. p: float or (B,).
+    simulator (qdm.quantum.exact_simulator): where it is the MPS, the shots are drawn from the
+    same MPS that gives the expectation values (one simulation)."""
     B, n = x.shape
     L = weights.shape[0]
     p = None if channel is None else _per_sample(p, B, torch.float64)
-    probs = None
+    probs = mps = None
     # the expectation value the shots estimate, with its gradient
     if ansatz == "paper":
         z = closed_form_outputs(x, L) if channel is None else paper_noisy_expectation(x, L, channel, p)
@@ -271,6 +276,9 @@ def noisy_outputs(x: torch.Tensor, weights: torch.Tensor, ansatz: str, shots=Non
         psi = final_state(x, weights, ansatz, sample_paulis(channel, p, L, n, generator))
         probs = psi.abs().square() if psi.is_complex() else psi.square()
         z = probs @ (1.0 - 2.0 * _bit_table(n)).to(probs.dtype)
+    elif exact_simulator(n, L, simulator) == "mps":
+        mps = circuit_mps(x, layer_gates(weights, ansatz))
+        z = z_strings(mps)
     else:
         z = statevector_outputs(x, weights, ansatz)
     if shots is None:
@@ -283,8 +291,9 @@ def noisy_outputs(x: torch.Tensor, weights: torch.Tensor, ansatz: str, shots=Non
         S = shots.clone()
         S[~finite] = 1                       # rows with exact outputs: sampled, then replaced
         q = None if channel is None else flip_probability(channel, p)
-        if ansatz == "paper" and S.max() <= DIRECT_SHOTS:
-            bits = paper_shot_bits(x, L, int(S.max()), q, generator)
+        if (ansatz == "paper" or mps is not None) and S.max() <= DIRECT_SHOTS:
+            bits = (paper_shot_bits(x, L, int(S.max()), q, generator) if mps is None else
+                    sample_bits(mps, int(S.max()), generator))
             keep = (torch.arange(bits.shape[1]) < S[:, None]).double()[..., None]
             est = ((1.0 - 2.0 * bits) * keep).sum(1) / S[:, None]
         else:

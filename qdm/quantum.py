@@ -37,14 +37,16 @@ put a non-diagonal gate after the first CNOT chain, so their weights do change t
 
 Backends:
     "exact"      plain torch, batched over the minibatch, autograd gradients, the default:
-                 the closed form for "paper"; a statevector simulation for the others
-                 (``statevector_outputs``), which is exact up to float rounding.
+                 the closed form for "paper"; for the others a matrix product state of bond
+                 2^(L-1) (``mps_outputs``, qdm.mps) or a statevector (``statevector_outputs``),
+                 whichever is faster for the circuit's size (``exact_simulator``), both exact
+                 up to float rounding.
     "pennylane"  a real PennyLane QNode (interface torch) on any device name, with a diff_method
                  and finite shots: the reference, and the road to hardware.
 
 Entry points: ``QuantumGate`` (the nn.Module for ``UNet(gate=...)``), ``circuit_outputs`` (the
 circuit alone, on (B, n) inputs), ``parity_sets``, ``closed_form_outputs``,
-``statevector_outputs``, ``make_qnode``.
+``statevector_outputs``, ``mps_outputs``, ``make_qnode``.
 """
 from __future__ import annotations
 
@@ -57,9 +59,11 @@ import torch
 from torch import nn
 
 from qdm.errors import UserError
+from qdm.mps import circuit_mps, one_thread, z_strings
 
 ANSATZE = ("paper", "rz_ry", "ry")
 BACKENDS = ("exact", "pennylane")
+SIMULATORS = ("auto", "mps", "statevector")   # the exact backend's engine for "ry" and "rz_ry"
 # trainable angles per qubit and layer, for each ansatz
 ANGLES_PER_GATE = {"paper": 1, "rz_ry": 2, "ry": 1}
 
@@ -75,6 +79,11 @@ def check_ansatz(ansatz: str) -> None:
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise UserError(f"unknown quantum backend {backend!r}: use one of {', '.join(BACKENDS)}")
+
+
+def check_simulator(simulator: str) -> None:
+    if simulator not in SIMULATORS:
+        raise UserError(f"unknown exact simulator {simulator!r}: use one of {', '.join(SIMULATORS)}")
 
 
 def weight_shape(ansatz: str, n_qubits: int, n_layers: int) -> tuple[int, int, int]:
@@ -229,14 +238,14 @@ def statevector_outputs(x: torch.Tensor, weights: torch.Tensor, ansatz: str,
     ket0 = torch.stack([torch.cos(x / 2), torch.sin(x / 2)], -1)   # RY(x_i)|0>, (B, n, 2)
     a = (gates[0] @ ket0.to(gates.dtype)[..., None])[..., 0]       # step 1, (B, n, 2)
     left, right = _product_state(a[:, :n // 2]), _product_state(a[:, n // 2:])
-    sim = _Simulator.get(n, _qubit_groups(n, group), gates.dtype)
+    sim = _Simulator.get(n, _qubit_groups(n, group), gates.dtype, x.device)
     mats = [_kron(layer[q:q + g]) for layer in gates[1:] for q, g in zip(sim.starts, sim.sizes)]
     return _Evolve.apply(left, right, sim, *mats)
 
 
 def _product_state(a: torch.Tensor) -> torch.Tensor:
     """Kronecker product of per-qubit states: a (B, m, 2) -> (B, 2^m), qubit 0 most significant."""
-    state = torch.ones(a.shape[0], 1, dtype=a.dtype)
+    state = torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)
     for i in range(a.shape[1]):
         state = (state[:, :, None] * a[:, i, None, :]).reshape(a.shape[0], -1)
     return state
@@ -257,7 +266,7 @@ class _Evolve(torch.autograd.Function):
         keep = any(ctx.needs_input_grad)
         count = sim.n_states(len(mats)) if keep else 2
         chunk = sim.chunk_size(B)
-        buffers = _pool.take(count, (B if keep else chunk) * N, sim.dtype)
+        buffers = _pool.take(count, (B if keep else chunk) * N, sim.dtype, left.device)
         traces = []
         for lo in range(0, B, chunk):
             b = min(chunk, B - lo)
@@ -313,14 +322,14 @@ class _BufferPool:
     def __init__(self):
         self._local = threading.local()
 
-    def take(self, count, numel, dtype):
+    def take(self, count, numel, dtype, device):
         free = self._local.__dict__.setdefault("free", [])
         out, rest = [], []
         for buf in sorted(free, key=lambda t: t.numel()):    # the smallest that fit
-            fits = len(out) < count and buf.dtype == dtype and buf.numel() >= numel
+            fits = len(out) < count and buf.dtype == dtype and buf.device == device and buf.numel() >= numel
             (out if fits else rest).append(buf)
         free[:] = rest
-        out += [torch.empty(numel, dtype=dtype) for _ in range(count - len(out))]
+        out += [torch.empty(numel, dtype=dtype, device=device) for _ in range(count - len(out))]
         return [buf[:numel] for buf in out]
 
     def give_back(self, bufs):
@@ -352,18 +361,18 @@ class _Simulator:
     CHUNK = 2 ** 19      # amplitudes per chunk: a few MB, so a step's input is still in cache
 
     @classmethod
-    def get(cls, n, sizes, dtype):
-        key = (n, tuple(sizes), dtype)
+    def get(cls, n, sizes, dtype, device):
+        key = (n, tuple(sizes), dtype, torch.device(device))
         if key not in cls._cache:
-            cls._cache[key] = cls(n, sizes, dtype)
+            cls._cache[key] = cls(n, sizes, dtype, device)
         return cls._cache[key]
 
-    def __init__(self, n, sizes, dtype):
+    def __init__(self, n, sizes, dtype, device):
         self.n, self.N, self.sizes, self.dtype = n, 2 ** n, list(sizes), dtype
         self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
         self.real_dtype = torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
-        perm, inv, signs = _chain_tables(n)
-        self.perm, self.inv, self.signs = perm, inv, signs.to(self.real_dtype)
+        perm, inv, signs = _chain_tables(n)           # built on the CPU once, copied per device
+        self.perm, self.inv, self.signs = perm.to(device), inv.to(device), signs.to(device, self.real_dtype)
 
     def n_states(self, n_mats):
         """States in a trace: the product state, then one per gather and per matrix."""
@@ -411,13 +420,13 @@ class _Simulator:
     def backward(self, trace, psi, batch_first, left, right, mats, grad_z, grad_mats):
         """One chunk: returns (dLoss/dleft, dLoss/dright) and adds dLoss/dU into grad_mats."""
         b, N = left.shape[0], self.N
-        adj = _pool.take(2, b * N, self.dtype)
+        adj = _pool.take(2, b * N, self.dtype, psi.device)
         w = grad_z @ self.signs.T if batch_first else self.signs @ grad_z.T
         phi = adj[0]
         torch.mul(psi, w.view(-1), out=phi)
         phi.mul_(2)                                          # dLoss/dpsi = 2 psi (dz @ signs^T)
         for kind, j, x, bf in reversed(trace):
-            out = adj[1] if phi.data_ptr() == adj[0].data_ptr() else adj[0]
+            out = adj[1] if phi is adj[0] else adj[0]
             if kind == "gather":
                 if bf:
                     torch.index_select(phi.view(b, N), 1, self.inv, out=out.view(b, N))
@@ -438,6 +447,28 @@ class _Simulator:
         grad_right = torch.bmm(left[:, :, None].mH, phi)[:, 0, :]
         _pool.give_back(adj)
         return grad_left, grad_right
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact backend 3: a matrix product state, and the choice between it and the statevector
+# ---------------------------------------------------------------------------------------------
+def mps_outputs(x: torch.Tensor, weights: torch.Tensor, ansatz: str) -> torch.Tensor:
+    """Exact <Z_i> from the circuit's matrix product state (qdm.mps): the input is a product
+    state and each CNOT chain crosses every cut once, so the state before the last chain has
+    bond 2^(L-1), and <Z_i> is the Z-string <Z_0 ... Z_i> of that state. x (B, n) -> (B, n)."""
+    check_ansatz(ansatz)
+    return one_thread(lambda x, w: z_strings(circuit_mps(x, layer_gates(w, ansatz))), x, weights)
+
+
+def exact_simulator(n_qubits: int, n_layers: int, simulator: str = "auto") -> str:
+    """"mps" or "statevector": ``simulator`` itself, or for "auto" the faster one at this size.
+    The statevector costs O(2^n), the MPS O(n 8^(L-1)) plus a fixed overhead; measured
+    (benchmarks/bench_quantum.py --crossover, batch 64, forward and backward) the MPS is the
+    faster from about n = 8-10 for L <= 3, 12 for L = 4 and 15 for L = 5: n >= max(10, 3L)."""
+    check_simulator(simulator)
+    if simulator != "auto":
+        return simulator
+    return "mps" if n_qubits >= max(10, 3 * n_layers) else "statevector"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,12 +541,16 @@ def pennylane_outputs(x, weights, ansatz, pl_device="default.qubit", diff_method
 def circuit_outputs(x: torch.Tensor, weights: torch.Tensor, ansatz: str = "paper",
                     backend: str = "exact", *, pl_device: str = "default.qubit",
                     diff_method: str = "backprop", shots: int | None = None,
-                    seed: int | None = None, channel: str | None = None, p=0.0) -> torch.Tensor:
+                    seed: int | None = None, channel: str | None = None, p=0.0,
+                    simulator: str = "auto") -> torch.Tensor:
     """Eq. 7, z_i = <Z_i>, for a batch of circuit inputs x (B, n) and weights (L, n, k).
     shots and channel noise (qdm.noise): with the exact backend shots are sampled exactly
-    (an int, or per-sample counts (B,) with inf = exact) and p may be per sample (B,)."""
+    (an int, or per-sample counts (B,) with inf = exact) and p may be per sample (B,).
+    simulator: the exact backend's engine for "ry" and "rz_ry", "mps", "statevector" or "auto"
+    (``exact_simulator``); the "paper" ansatz always takes its closed form."""
     check_ansatz(ansatz)
     check_backend(backend)
+    check_simulator(simulator)
     if x.dim() != 2 or weights.shape != weight_shape(ansatz, x.shape[1], weights.shape[0]):
         raise ValueError(f"expected x (B, n) and weights {weight_shape(ansatz, x.shape[-1], 1)[1:]} "
                          f"per layer, got {tuple(x.shape)} and {tuple(weights.shape)}")
@@ -523,11 +558,13 @@ def circuit_outputs(x: torch.Tensor, weights: torch.Tensor, ansatz: str = "paper
         return pennylane_outputs(x, weights, ansatz, pl_device, diff_method, shots, seed, channel, p)
     if shots is not None or channel is not None:
         from qdm.noise import noisy_outputs
-        return noisy_outputs(x, weights, ansatz, shots, channel, p)
+        return noisy_outputs(x, weights, ansatz, shots, channel, p, simulator=simulator)
     if ansatz == "paper":
         # The weights do not enter (module docstring); 0 * sum keeps them in the graph so
         # that they receive the exact zero gradient that PennyLane also gives them.
         return closed_form_outputs(x, weights.shape[0]) + 0 * weights.sum()
+    if exact_simulator(x.shape[1], weights.shape[0], simulator) == "mps":
+        return mps_outputs(x, weights, ansatz)
     return statevector_outputs(x, weights, ansatz)
 
 
@@ -539,6 +576,8 @@ class QuantumGate(nn.Module):
     detach_input: reproduce the official code, which detaches the circuit's input so that the
         Linear in front of the circuit never trains (off by default).
     pl_device, diff_method: the PennyLane device name and differentiation method.
+    simulator: the exact backend's engine for "ry" and "rz_ry": "auto" (the faster one at this
+        size), "mps" or "statevector" (``exact_simulator``).
     shots: finite shots (None = exact expectation values): PennyLane's, or with the exact backend
         bitstrings sampled exactly, forward = estimate, backward = exact gradient (qdm.noise).
     channel, noise_p: "depolarizing" | "bitflip" with probability noise_p after every layer
@@ -555,10 +594,11 @@ class QuantumGate(nn.Module):
                  ansatz: str = "paper", backend: str = "exact", detach_input: bool = False,
                  pl_device: str = "default.qubit", diff_method: str = "backprop",
                  shots: int | None = None, channel: str | None = None, noise_p: float = 0.0,
-                 noise_schedule: str = "constant", T: int = 1000):
+                 noise_schedule: str = "constant", T: int = 1000, simulator: str = "auto"):
         super().__init__()
         check_ansatz(ansatz)
         check_backend(backend)
+        check_simulator(simulator)
         if shots is not None or channel is not None or noise_p != 0.0 or noise_schedule != "constant":
             from qdm.noise import check_gate_noise
             check_gate_noise(backend, shots, channel, noise_p, noise_schedule)
@@ -569,6 +609,7 @@ class QuantumGate(nn.Module):
         self.ansatz, self.backend, self.detach_input = ansatz, backend, detach_input
         self.pl_device, self.diff_method, self.shots = pl_device, diff_method, shots
         self.channel, self.noise_p, self.noise_schedule, self.T = channel, noise_p, noise_schedule, T
+        self.simulator = simulator
         self.to_qubits = nn.Linear(channels, n_qubits)
         self.weights = nn.Parameter(torch.empty(weight_shape(ansatz, n_qubits, n_layers)))
         nn.init.uniform_(self.weights, 0.0, 2 * math.pi)
@@ -578,7 +619,7 @@ class QuantumGate(nn.Module):
         """The constructor arguments, for a run's config JSON."""
         return {k: getattr(self, k) for k in ("channels", "n_qubits", "n_layers", "ansatz", "backend",
                                               "detach_input", "pl_device", "diff_method", "shots",
-                                              "channel", "noise_p", "noise_schedule", "T")}
+                                              "channel", "noise_p", "noise_schedule", "T", "simulator")}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -597,5 +638,5 @@ class QuantumGate(nn.Module):
             shots, p = (None if shots is None else shots_at(shots, g)), p * g
         z = circuit_outputs(x, self.weights, self.ansatz, self.backend, pl_device=self.pl_device,
                             diff_method=self.diff_method, shots=shots, channel=self.channel,
-                            p=p)                                      # Eq. 7, (B, n)
+                            p=p, simulator=self.simulator)            # Eq. 7, (B, n)
         return h * self.from_qubits(z).view(B, C, 1, 1)               # Eq. 8

@@ -212,14 +212,41 @@ def test_gate_same_output_on_both_backends(ansatz):
 
 
 @pytest.mark.parametrize("kwargs, what", [({"ansatz": "rx"}, "ansatz"), ({"backend": "qiskit"}, "backend"),
-                                          ({"n_layers": 0}, "layer")])
+                                          ({"n_layers": 0}, "layer"), ({"simulator": "tn"}, "simulator")])
 def test_bad_names_are_user_errors(kwargs, what):
     with pytest.raises(UserError, match=what):
         QuantumGate(**kwargs)
     if "n_layers" not in kwargs:
         with pytest.raises(UserError):
             circuit_outputs(torch.zeros(1, 4), torch.zeros(1, 4, 1), kwargs.get("ansatz", "paper"),
-                            kwargs.get("backend", "exact"))
+                            kwargs.get("backend", "exact"), simulator=kwargs.get("simulator", "auto"))
+
+
+@pytest.mark.parametrize("ansatz", ["rz_ry", "ry"])
+def test_gate_simulators_agree(ansatz):
+    """The gate's exact backend with the MPS (auto at 16 qubits), and with the statevector."""
+    torch.manual_seed(3)
+    a = QuantumGate(channels=8, n_qubits=16, n_layers=3, ansatz=ansatz)
+    b = QuantumGate(channels=8, n_qubits=16, n_layers=3, ansatz=ansatz, simulator="statevector")
+    b.load_state_dict(a.state_dict())
+    assert a.config()["simulator"] == "auto" and quantum.exact_simulator(16, 3) == "mps"
+    h = torch.randn(3, 8, 7, 7)
+    assert (a(h) - b(h)).abs().max() < 1e-5
+
+
+# --- devices -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ansatz", ANSATZE)
+@pytest.mark.parametrize("simulator", ["statevector", "mps"])
+def test_exact_backend_allocates_on_the_input_device(ansatz, simulator):
+    """Every state, buffer and table follows the input's device. On the meta device (shapes
+    only) a tensor made on the CPU fails the first op that mixes the two."""
+    for n in (5, 12):
+        x = torch.empty(4, n, device="meta", requires_grad=True)
+        w = torch.empty(weight_shape(ansatz, n, 3), device="meta", requires_grad=True)
+        z = (statevector_outputs(x, w, ansatz) if simulator == "statevector" else
+             circuit_outputs(x, w, ansatz, simulator=simulator))
+        z.sum().backward()
+        assert z.shape == (4, n) and {t.device.type for t in (z, x.grad, w.grad)} == {"meta"}
 
 
 # --- the full quantum model through the command line -----------------------------------------
