@@ -20,7 +20,6 @@ and samplers.png are rewritten after every evaluation.
 import argparse
 import csv
 import json
-import os
 import time
 from pathlib import Path
 

@@ -7,6 +7,7 @@ Checkpoints are loaded with ``weights_only=True``: tensors and plain values only
 checkpoint cannot run code.
 """
 import csv
+import errno
 import io
 import json
 import os
@@ -94,8 +95,22 @@ def write_json(path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _torch_save(obj, tmp, path) -> None:
+    """torch.save; torch's writer reports a failed write (a full disk) as a RuntimeError from its
+    C++ side, re-raised here as the OSError it is, naming the file."""
+    try:
+        torch.save(obj, tmp)
+    except RuntimeError as e:
+        raise OSError(errno.EIO, f"could not write {path} (is the disk full? torch: "
+                                 f"{str(e).splitlines()[0][:80]})") from None
+
+
+def save_tensor(path, tensor: torch.Tensor) -> Path:
+    return atomic_write(path, lambda tmp: _torch_save(tensor.cpu(), tmp, path))
+
+
 def save_checkpoint(path, state: dict) -> Path:
-    return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+    return atomic_write(path, lambda tmp: _torch_save({"format": FORMAT, **state}, tmp, path))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

@@ -242,7 +242,7 @@ def _new_output(path: Path, suffix: str, overwrite: bool) -> Path:
 
 def cmd_sample(a):
     import torch
-    from qdm.checkpoint import atomic_write
+    from qdm.checkpoint import save_tensor
     from qdm.data import DATASETS
     from qdm.plots import save_grid
     from qdm.train import make_diffusion, model_from_checkpoint, resolve_device
@@ -262,8 +262,8 @@ def cmd_sample(a):
         images = diffusion.sample(for_sampling(model, a.precision), (a.n, DATASETS[cfg.dataset][0], 28, 28),
                                   a.sampler, a.steps, generator=torch.Generator().manual_seed(a.seed), device=device,
                                   progress=not a.no_progress)
+    save_tensor(out.with_suffix(".pt"), images)
     save_grid(images, out)
-    atomic_write(out.with_suffix(".pt"), lambda tmp: torch.save(images.cpu(), tmp))
     print(f"wrote {out} and {out.with_suffix('.pt')}")
 
 

@@ -16,7 +16,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from qdm.checkpoint import pid_alive
+from qdm.checkpoint import TEMP_NAME, pid_alive
 from qdm.errors import UserError
 
 
@@ -112,6 +112,9 @@ def ledger_lock(ledger, timeout: float = 600.0):
                             "delete it (and any .takeover file beside it) if that process is gone")
         time.sleep(random.uniform(0.005, 0.05))
     try:
+        for tmp in Path(ledger).parent.glob(".*.tmp*"):        # what writers killed meanwhile left
+            if TEMP_NAME.match(tmp.name) and not pid_alive(int(TEMP_NAME.match(tmp.name).group(2))):
+                tmp.unlink(missing_ok=True)
         yield
     finally:
         unlock(path)

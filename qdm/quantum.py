@@ -598,6 +598,7 @@ class QuantumGate(nn.Module):
         super().__init__()
         check_ansatz(ansatz)
         check_backend(backend)
+        weight_shape(ansatz, n_qubits, n_layers)          # a bad width or depth: one line, before any layer
         check_simulator(simulator)
         if shots is not None or channel is not None or noise_p != 0.0 or noise_schedule != "constant":
             from qdm.noise import check_gate_noise

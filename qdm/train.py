@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 import qdm
-from qdm.checkpoint import (atomic_write, check_out_path, csv_text, load_checkpoint, remove_stale_temps,
-                            save_checkpoint, write_json, write_text)
+from qdm.checkpoint import (TEMP_NAME, check_out_path, csv_text, load_checkpoint, remove_stale_temps,
+                            save_checkpoint, save_tensor, write_json, write_text)
 from qdm.data import DATASETS, check_dataset, train_val_images
 from qdm.diffusion import SAMPLERS, Diffusion
 from qdm.errors import UserError
@@ -400,8 +400,8 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
     if cfg.batch_size % world:
         raise UserError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
     if rank == 0:
-        if out.is_dir() and is_run(out):
-            remove_stale_temps(out)                      # left by a killed process
+        if out.is_dir() and (is_run(out) or all(TEMP_NAME.match(p.name) for p in out.iterdir())):
+            remove_stale_temps(out)                      # left by a killed process (even before config.json)
         state = _prepare_folder(out, cfg, resume, overwrite)
         if state is not None:
             state = _resume_state(out, cfg, state)
@@ -555,7 +555,7 @@ def finish(out: Path, cfg: TrainConfig, device, progress: bool = True) -> dict:
                               generator=torch.Generator().manual_seed(cfg.seed), device=device, progress=progress)
     sample_seconds = time.perf_counter() - t0
     save_grid(images, out / "samples.png")
-    atomic_write(out / "samples.pt", lambda tmp: torch.save(images.cpu(), tmp))
+    save_tensor(out / "samples.pt", images)
     summary = {
         "run": str(out), "preset": cfg.preset, "dataset": cfg.dataset, "classes": cfg.classes, "model": cfg.model,
         "parameters": count_parameters(model), "epochs": history["epoch"], "steps": history["step"],

@@ -394,3 +394,51 @@ def test_pathmnist_md5_is_checked(tmp_path, monkeypatch):
     np.savez_compressed(tmp_path / "medmnist" / "pathmnist.npz", **arrays)
     with pytest.raises(UserError, match="not the published pathmnist.npz .*expected a8b06965200029087d5bd730944a56c1"):
         load_images("pathmnist", "train", [1], str(tmp_path))
+
+
+def test_a_full_disk_inside_torch_save_is_an_os_error_naming_the_file(tmp_path, monkeypatch, capsys):
+    """torch's writer reports a full disk as a RuntimeError from C++ ("unexpected pos"): the
+    checkpoint writer re-raises it as an OSError naming the file, which the CLI prints as one line;
+    the target file is not created and no temporary file is left."""
+    from qdm.checkpoint import save_checkpoint
+
+    def full_disk(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 512 vs 448")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="could not write .*best.pt.*disk full"):
+        save_checkpoint(tmp_path / "best.pt", {"ema": {}})
+    assert list(tmp_path.iterdir()) == []
+    one_line_error(capsys, ["train", "--preset", "fast", "--out", str(tmp_path / "r"), "--device", "cpu",
+                            "--no-progress"], "disk full")
+
+
+def test_a_bad_circuit_width_fails_before_any_layer_is_built():
+    """--qubits 0 is one line: no zero-width Linear (and its torch warning) is built first."""
+    import warnings
+    from qdm.quantum import QuantumGate
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserError, match="at least 1 qubit"):
+            QuantumGate(n_qubits=0)
+
+
+def test_a_run_killed_while_writing_its_first_config_resumes(tmp_path):
+    """Killed inside its very first write, a run folder holds only a dead process's temporary
+    config: --resume starts the run (the leftover is removed), it is not 'other files'."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / f".config.tmp{dead_pid()}.json").write_text("{")
+    train(fast_cfg(), out, resume=True, progress=False, data=blobs())
+    assert (out / "summary.json").exists() and not list(out.glob(".config.tmp*"))
+
+
+def test_a_ledgers_folder_is_cleared_of_dead_writers_temporary_files(tmp_path):
+    """Under a ledger's lock, temporary files that killed writers left beside it are removed; a
+    live writer's stays."""
+    from qdm.locks import ledger_lock
+    dead, alive = tmp_path / f".table1_cells.tmp{dead_pid()}.csv", tmp_path / f".table1.tmp{os.getppid()}.md"
+    dead.write_text("half")
+    alive.write_text("being written")
+    with ledger_lock(tmp_path / "table1_cells.csv"):
+        pass
+    assert not dead.exists() and alive.exists()
