@@ -125,7 +125,7 @@ def main():
             feat_s[k].append(timed(fn, 1))
     med = lambda d: {k: statistics.median(v) for k, v in d.items()}             # noqa: E731
     train_s, sample_s, feat_s = med(train_s), med(sample_s), med(feat_s)
-    real_f = metrics.inception_features(real, fid_model)
+    real_f = metrics.reference_features("mnist", [0], "test", len(real), fid_model)      # cached, as in a cell
     t0 = time.perf_counter()
     score(generated, real, real_f, fid_model, "cpu")
     rest_s = time.perf_counter() - t0 - feat_s["today"] * a.n / a.score_n   # score() minus its Inception pass

@@ -125,8 +125,9 @@ def summarize(rows: dict, floors: dict) -> tuple[str, list]:
             within = "" if lo is None or len(g) < 3 else ("yes" if lo <= fid <= hi else "no")
             if within and precision == "bf16" and (sampler, steps) != REFERENCE:
                 verdict.setdefault((sampler, steps), {})[(preset, digit)] = within == "yes"
-            lines.append(f"| {sampler} | {evaluations(sampler, steps)} | {precision} | {fid:.2f} ± {fid_sd:.2f} | "
-                         f"{kid:.4f} | {len(g)} | {secs:.0f} | {within} |")
+            lines.append(f"| {sampler} | {evaluations(sampler, steps)} | {precision} | {fid:.2f}"
+                         + (f" ± {fid_sd:.2f}" if len(g) > 1 else "") + " | "
+                         + f"{kid:.4f} | {len(g)} | {secs:.0f} | {within} |")
             if precision == "bf16":
                 curves.append({"preset": preset, "digit": digit, "sampler": sampler, "evaluations":
                                evaluations(sampler, steps), "FID": fid, "sd": fid_sd, "lo": lo, "hi": hi})
