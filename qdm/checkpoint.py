@@ -95,12 +95,17 @@ def write_json(path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+TORCH_WRITE_FAILED = ("inline_container", "PytorchStreamWriter", "unexpected pos")   # its writer's messages
+
+
 def _torch_save(obj, tmp, path) -> None:
-    """torch.save; torch's writer reports a failed write (a full disk) as a RuntimeError from its
-    C++ side, re-raised here as the OSError it is, naming the file."""
+    """torch.save; torch's zip writer reports a failed write (a full disk) as a RuntimeError from
+    its C++ side, re-raised here as the OSError it is, naming the file (other errors pass through)."""
     try:
         torch.save(obj, tmp)
     except RuntimeError as e:
+        if not any(mark in str(e) for mark in TORCH_WRITE_FAILED):
+            raise
         raise OSError(errno.EIO, f"could not write {path} (is the disk full? torch: "
                                  f"{str(e).splitlines()[0][:80]})") from None
 
