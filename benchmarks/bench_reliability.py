@@ -1307,10 +1307,10 @@ def main(argv=None) -> int:
                            b.cmd([*REPRODUCE[:5], "0,1", *REPRODUCE[6:]]) + " (twice at once, same --runs-dir and "
                            "--results-dir)", lambda: two_reproduce_case(b)))
         if 1 in only:
-            plans = [("classical", [("any", 8.0, 30.0)]), ("classical", [("final", 0.5)]),
+            plans = [("classical", [("any", 3.0, 9.0)]), ("classical", [("final", 0.5)]),
                      ("classical", [("epoch", (1, 3), 4.0), ("final", 0.5)]),
                      ("quantum", [("epoch", (1, 3), 4.0), ("final", 0.5)]),
-                     ("shots", [("any", 8.0, 30.0)]), ("shots", [("epoch", (1, 3), 4.0), ("final", 0.5)])]
+                     ("shots", [("any", 3.0, 9.0)]), ("shots", [("epoch", (1, 3), 4.0), ("final", 0.5)])]
             words = {"any": "at a random moment", "epoch": "inside a random epoch", "final": "in the final sampling"}
             for config, plan in plans:
                 name = f"train {config}: killed " + ", then ".join(words[p[0]] for p in plan)

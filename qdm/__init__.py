@@ -6,8 +6,8 @@ Insights from MNIST and MedMNIST". Equation numbers in docstrings refer to that 
 import os
 
 # torch's OpenMP threads spin while they wait; on cores shared with another job (a background grid
-# beside the tests, two grid workers) that made a 2-thread job many times slower here
-# (benchmarks/bench_threads.py). Waiting passively costs nothing on idle cores. Set before torch
+# beside the tests, two grid workers) a spinning 2-thread job runs slower than a passive one
+# (results/bench_threads.md). Waiting passively costs nothing measurable on idle cores. Set before torch
 # loads its OpenMP runtime, and inherited by every process qdm starts; a user's setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

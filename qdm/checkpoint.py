@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -106,8 +107,9 @@ def _torch_save(obj, tmp, path) -> None:
     except RuntimeError as e:
         if not any(mark in str(e) for mark in TORCH_WRITE_FAILED):
             raise
-        raise OSError(errno.EIO, f"could not write {path} (is the disk full? torch: "
-                                 f"{str(e).splitlines()[0][:80]})") from None
+        full = shutil.disk_usage(Path(tmp).parent).free < 2 ** 20       # (the partial file is still there)
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      f"could not write {path} (torch: {str(e).splitlines()[0][:60]})") from None
 
 
 def save_tensor(path, tensor: torch.Tensor) -> Path:
