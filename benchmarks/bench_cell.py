@@ -177,8 +177,8 @@ def main():
                          + f" | {today / cells[-1]:.1f}x |")
     lines += ["", "Which of these paths the tables may use is decided by measurement, not by speed: bf16 "
                   "sampling and a few-step sampler only where `results/samplers.md` shows FID within the spread "
-                  "of three DDPM-1000 sampling seeds; bf16 training changes the trained weights and is an option "
-                  "(`--precision`), not the tables' protocol, until a study shows it scores alike."]
+                  "of three DDPM-1000 sampling seeds; bf16 training changes the trained weights: it is measured here "
+                  "only, and no preset uses it until a study shows models trained so score alike."]
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:
