@@ -20,7 +20,7 @@ final weights against an uninterrupted run of the same configuration (bit for bi
 
 Writes a Markdown report (a summary per category, then every case):
 
-    QDM_DATA_DIR=/work/shared/data TORCH_HOME=/work/shared/data/torch_hub OMP_WAIT_POLICY=PASSIVE \\
+    QDM_DATA_DIR=../shared/data TORCH_HOME=../shared/data/torch_hub OMP_WAIT_POLICY=PASSIVE \\
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_reliability.py --out results/reliability.md
 
 Mounting tmpfs (full disk, read-only file system) needs root; without it those cases are
@@ -1198,7 +1198,7 @@ def report(b: Bench, results: list[dict], started: float, load_before, load_afte
         "Regenerate:",
         "",
         "```",
-        "QDM_DATA_DIR=/work/shared/data TORCH_HOME=/work/shared/data/torch_hub OMP_WAIT_POLICY=PASSIVE "
+        "QDM_DATA_DIR=../shared/data TORCH_HOME=../shared/data/torch_hub OMP_WAIT_POLICY=PASSIVE "
         "OMP_NUM_THREADS=1 \\",
         "  .venv/bin/python benchmarks/bench_reliability.py " + shlex.join(argv),
         "```",

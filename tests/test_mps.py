@@ -1,7 +1,6 @@
 """The matrix-product-state simulator (qdm.mps): equal to the statevector and to PennyLane for
 outputs and gradients, the bond bound against the statevector's Schmidt ranks, exact sampling,
 exactness at 128 qubits, and any device."""
-import math
 
 import pytest
 import torch
@@ -12,22 +11,11 @@ from qdm.noise import final_state
 from qdm.quantum import (chain_permutation, circuit_outputs, closed_form_outputs, exact_simulator,
                          layer_gates, mps_outputs, statevector_outputs, weight_shape)
 
+from test_quantum import outputs_and_grads, random_case  # noqa: E402  (the same random circuits)
+
 TRAINABLE = ["ry", "rz_ry"]
 
 
-def random_case(ansatz, n, L, batch, seed, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(batch, n, generator=g, dtype=dtype) * 2 - 1) * math.pi
-    w = torch.rand(weight_shape(ansatz, n, L), generator=g, dtype=dtype) * 2 * math.pi
-    return x.requires_grad_(), w.requires_grad_()
-
-
-def outputs_and_grads(fn, x, w, seed=0):
-    """z = fn(x, w) and the gradients of a random linear function of z w.r.t. x and w."""
-    z = fn(x, w)
-    v = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    gx, gw = torch.autograd.grad((z * v.to(z.dtype)).sum(), [x, w])
-    return z.detach(), gx, gw
 
 
 def max_diff(a, b):
