@@ -166,6 +166,9 @@ def plot(curves: list, floors: dict, path: Path) -> None:
             x, y, e = zip(*pts)
             ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", ms=3, capsize=2, label=sampler, color=f"C{k}")
         ref = [c for c in mine if c["sampler"] == "ddpm"]
+        for c in ref:
+            ax.errorbar([c["evaluations"]], [c["FID"]], yerr=[np.nan_to_num(c["sd"])], marker="s", color="k",
+                        capsize=2, label="DDPM-1000 (mean of its seeds)")
         if ref and ref[0]["lo"] is not None:
             ax.axhspan(ref[0]["lo"], ref[0]["hi"], color="k", alpha=0.15, label="DDPM-1000 (3 seeds, range)")
         if digit in floors:
@@ -205,23 +208,26 @@ def main():
     p.add_argument("--n", type=int, default=1000, help="images per evaluation (default 1000)")
     p.add_argument("--runs-dir", default="runs/reproduce", help="where the Table I cells' run folders are")
     p.add_argument("--out", default="results", help="folder for samplers.md, .csv, .png")
+    p.add_argument("--report", action="store_true", help="only rewrite samplers.md and .png from samplers.csv")
     a = p.parse_args()
     models = [(m.split(":")[0], int(m.split(":")[1])) for m in a.models.split(",")]
     seeds = [int(s) for s in a.seeds.split(",")]
     out = Path(a.out)
     rows = read_rows(out / "samplers.csv")
     fid_model = metrics.inception("cpu")
-    floors = {}
+    floors = {digit: reference_rows(Path(a.runs_dir) / preset, "mnist", digit, {"n": a.n, "n_real": None}, fid_model,
+                                    "cpu")["real-vs-real"]["FID"] for preset, digit in models}   # cached after the first
+    if a.report:
+        text, curves = summarize(rows, floors)
+        write_text(out / "samplers.md", text)
+        plot(curves, floors, out / "samplers.png")
+        return
     for preset, digit, sampler, steps, precision, seed in plan(models, seeds):
         key = (preset, digit, sampler, steps, precision, seed)
         if key in rows:
             continue
         run = Path(a.runs_dir) / preset / f"mnist-{digit}-classical-seed0"
         train_cell(run, preset, "mnist", digit, "classical", 0, "cpu", progress=False)
-        if digit not in floors:
-            refs = reference_rows(Path(a.runs_dir) / preset, "mnist", digit, {"n": a.n, "n_real": None}, fid_model,
-                                  "cpu")
-            floors[digit] = refs["real-vs-real"]["FID"]
         rows[key] = evaluate(run, preset, digit, sampler, steps, precision, seed, a.n, fid_model)
         print(f"{key}: FID {rows[key]['FID']:.2f} ({rows[key]['sample_seconds']:.0f} s sampling)", flush=True)
         write_text(out / "samplers.csv", csv_text([{k: v for k, v in r.items() if k != "protocol"}
