@@ -19,7 +19,7 @@ endif
 # OpenMP threads wait passively: the tests share the cores with each other and with background jobs
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test book bench clean-book
+.PHONY: install run test book book-fast book-needs bench clean-book
 
 install: $(VENV)/.installed
 
@@ -38,9 +38,10 @@ run: install
 	$(PY) -m qdm train --preset quick --digit 0 --model quantum --out runs/quickstart/quantum --resume
 	@echo "output folder: runs/quickstart (samples.png, loss.png, summary.json in each model's folder)"
 
-# The tests: the book is built (every notebook executed in fast mode, -W), then pytest runs the
-# unit tests, every notebook again through nbmake, and tests/test_book.py, which opens the built
-# pages in headless Chromium (required here: a missing book fails instead of skipping).
+# The tests: the full book is built (the one that is published: every notebook executed in full
+# mode from the committed weights in pretrained/, -W), then pytest runs the unit tests, every
+# notebook again in fast mode through nbmake, and tests/test_book.py, which opens the built pages
+# in headless Chromium (required here: a missing book fails instead of skipping).
 test: book
 	QDM_FAST=1 QDM_BOOK_REQUIRED=1 $(PY) -m pytest -q tests --nbmake notebooks --durations=20
 
@@ -48,13 +49,27 @@ bench: install
 	$(PY) benchmarks/bench_quantum.py --out results/bench_quantum.md
 
 # The book (Jupyter Book 1.x, book/_config.yml) in book/_build/html, every notebook executed in
-# fast mode; -W: any warning fails it. Two Debian packages, installed only when missing:
+# full mode (at most 20 minutes on 2 CPU cores); `make book-fast` builds it in fast mode (a few
+# minutes) into book/_build/fast/_build/html. BOOK_CONFIG=book/_config.published.yml (book/publish_config.py) adds the launch
+# buttons, as the GitHub Pages workflow does. -W: any warning fails it. Two Debian packages,
+# installed only when missing:
 # libjs-mathjax, the MathJax that book/_ext/offline_mathjax.py copies into the HTML (math renders
 # offline), and chromium, the browser tests/test_book.py opens the built pages in.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 BOOK_NEEDS := /usr/bin/chromium:chromium /usr/share/javascript/mathjax/MathJax.js:libjs-mathjax
 
-book: install
+BOOK_CONFIG ?= book/_config.yml
+BOOK_BUILD = $(VENV)/bin/jupyter-book build . --config $(BOOK_CONFIG) --toc _toc.yml -W -n --keep-going
+
+# Each mode has its own build folder: Sphinx does not execute a page again whose source did not
+# change, so a full build over a fast one would keep the fast outputs.
+book: book-needs
+	$(BOOK_BUILD) --path-output book
+
+book-fast: book-needs
+	QDM_FAST=1 $(BOOK_BUILD) --path-output book/_build/fast
+
+book-needs: install
 	@missing=""; for need in $(BOOK_NEEDS); do \
 	  test -e "$${need%%:*}" || missing="$$missing $${need#*:}"; done; \
 	if [ -n "$$missing" ]; then \
@@ -62,7 +77,6 @@ book: install
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
-	QDM_FAST=1 $(VENV)/bin/jupyter-book build . --config book/_config.yml --toc _toc.yml --path-output book -W -n --keep-going
 
 clean-book:
 	rm -rf book/_build

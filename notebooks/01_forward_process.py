@@ -44,31 +44,39 @@
 # **Index convention.** The paper counts $t = 1, \dots, T$; qdm stores step $t$ at index
 # $t - 1$, so `alpha_bars[i]` is $\bar\alpha_{i+1}$ and the model sees the index $0, \dots, T-1$.
 
-# %% tags=["hide-input"]
-import math
-import os
-import warnings
-from pathlib import Path
+# %% tags=["remove-cell"]
+# On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).
+import sys
 
-# Notebooks start in notebooks/ (Jupyter, nbmake, the book); work from the repository root so
-# that QDM_DATA_DIR=../shared/data and runs/ mean what they mean on the command line.
-os.chdir(next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file()))
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    url = os.environ.get("QDM_REPOSITORY") or input("URL of the qdm repository (for git clone): ")
+    if not os.path.isdir("qdm"):
+        subprocess.run(["git", "clone", "--depth", "1", url, "qdm"], check=True)
+    packages = ["pytorch-fid", "medmnist", "pennylane", "-e", "qdm"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    sys.path.insert(0, os.path.abspath("qdm"))
+
+# %% tags=["hide-input"]
+from qdm.notebook import setup
+
+FAST = setup()
+
+import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
-import qdm
 from qdm.data import load_images
 from qdm.diffusion import Diffusion
 from qdm.schedule import cosine_alpha_bar, cosine_betas, make_schedule
 
-# %matplotlib inline
-
-FAST = qdm.fast_mode()           # QDM_FAST=1: the seconds-long CI version of this notebook
 T = 1000
-N_DRAWS = 256 if FAST else 4096  # noise draws per checkpoint in the Eq. 1 check
-print(f"fast mode: {FAST}; {N_DRAWS} noise draws")
+N_DRAWS = 256 if FAST else 1024  # noise draws per checkpoint in the Eq. 1 check
+print(f"{N_DRAWS} noise draws")
 
 # %% [markdown]
 # ## Eq. 2-3 from scratch, against `qdm.schedule`
@@ -85,22 +93,30 @@ print(f"fast mode: {FAST}; {N_DRAWS} noise draws")
 # %%
 s = 0.008
 t = torch.arange(T + 1, dtype=torch.float64)
-f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2       # Eq. 2 as printed, t = 0..T
-beta_raw = 1 - f[1:] / f[:-1]                                 # Eq. 3, t = 1..T
-beta = beta_raw.clamp(1e-4, 0.999)                            # the official code's clip
+f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # Eq. 2 as printed, t = 0..T
+beta_raw = 1 - f[1:] / f[:-1]  # Eq. 3, t = 1..T
+beta = beta_raw.clamp(1e-4, 0.999)  # the official code's clip
 
-assert torch.allclose(beta, cosine_betas(T, s))               # qdm's Eq. 3
-assert torch.allclose(f / f[0], cosine_alpha_bar(t, T, s))    # qdm's normalised Eq. 2
+assert torch.allclose(beta, cosine_betas(T, s))  # qdm's Eq. 3
+assert torch.allclose(f / f[0], cosine_alpha_bar(t, T, s))  # qdm's normalised Eq. 2
 
 cosine, linear = make_schedule("cosine", T), make_schedule("linear", T)
-assert torch.allclose(cosine.alpha_bars, torch.cumprod(1 - beta, 0))   # Eq. 1's product
+assert torch.allclose(cosine.alpha_bars, torch.cumprod(1 - beta, 0))  # Eq. 1's product
 
 print(f"Eq. 2 as printed: alpha-bar_0 = {f[0]:.6f}")
-print(f"betas clipped up to 1e-4: {(beta_raw < 1e-4).sum().item()} (the first steps); "
-      f"clipped down to 0.999: {(beta_raw > 0.999).sum().item()} (beta_T = {beta_raw[-1]:.3f})")
-print(f"largest |prod(1 - beta) - Eq. 2| = {(cosine.alpha_bars - (f / f[0])[1:]).abs().max():.1e} (the clipping)")
+print(
+    f"betas clipped up to 1e-4: {(beta_raw < 1e-4).sum().item()} (the first steps); "
+    f"clipped down to 0.999: {(beta_raw > 0.999).sum().item()} (beta_T = {beta_raw[-1]:.3f})"
+)
+print(
+    f"largest |prod(1 - beta) - Eq. 2| = {(cosine.alpha_bars - (f / f[0])[1:]).abs().max():.1e} "
+    "(the clipping)"
+)
 print(f"alpha-bar_T: cosine {cosine.alpha_bars[-1]:.1e}, linear {linear.alpha_bars[-1]:.1e}")
-print(f"alpha-bar at t = T/2: cosine {cosine.alpha_bars[T // 2 - 1]:.3f}, linear {linear.alpha_bars[T // 2 - 1]:.3f}")
+print(
+    f"alpha-bar at t = T/2: cosine {cosine.alpha_bars[T // 2 - 1]:.3f}, linear "
+    f"{linear.alpha_bars[T // 2 - 1]:.3f}"
+)
 
 # %% [markdown]
 # The linear schedule destroys the signal early: half-way through it has kept a small fraction
@@ -133,16 +149,18 @@ plt.show()
 # in every panel, so only $\bar\alpha_t$ changes from left to right.
 
 # %%
-x0 = load_images("mnist", "test")[3:4]                      # one digit, (1, 1, 28, 28) in [-1, 1]
-shown = [1, 50, 100, 200, 300, 500, 700, 850, 1000]        # the paper's t
-idx = torch.tensor(shown) - 1                               # qdm's indices
-eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).expand(len(shown), -1, -1, -1)
+x0 = load_images("mnist", "test")[3:4]  # one digit, (1, 1, 28, 28) in [-1, 1]
+shown = [1, 50, 100, 200, 300, 500, 700, 850, 1000]  # the paper's t
+idx = torch.tensor(shown) - 1  # qdm's indices
+eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).expand(
+    len(shown), -1, -1, -1
+)
 
 fig, axes = plt.subplots(2, len(shown), figsize=(1.45 * len(shown), 3.6))
 for row, (sched, name) in enumerate([(cosine, "cosine"), (linear, "linear")]):
     xt = Diffusion(sched).q_sample(x0.expand(len(shown), -1, -1, -1), idx, eps)
     for ax, img, t_, ab in zip(axes[row], xt, shown, sched.alpha_bars[idx]):
-        ax.imshow(img[0], cmap="gray")                      # each panel on its own grey scale
+        ax.imshow(img[0], cmap="gray")  # each panel on its own grey scale
         ax.set_title(f"t={t_}\n" + r"$\bar\alpha$" + f"={ab:.3f}", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
     axes[row, 0].set_ylabel(name)
@@ -164,6 +182,7 @@ plt.show()
 #
 # The same statistics of `q_sample` (the closed form) are computed alongside.
 
+
 # %%
 def stats(xt: torch.Tensor, x0: torch.Tensor) -> tuple[float, float]:
     """(signal coefficient, mean per-pixel variance) of N samples xt (N,1,28,28) of one image x0."""
@@ -172,7 +191,7 @@ def stats(xt: torch.Tensor, x0: torch.Tensor) -> tuple[float, float]:
 
 
 gen = torch.Generator().manual_seed(1)
-checkpoints = [1, 10, 50, 100, 250, 500, 750, 900, 1000]   # the paper's t
+checkpoints = [1, 10, 50, 100, 250, 500, 750, 900, 1000]  # the paper's t
 diffusion = Diffusion(cosine)
 rows = []
 x = x0.double().expand(N_DRAWS, -1, -1, -1).clone()
@@ -181,15 +200,26 @@ for t_ in range(1, T + 1):
     x = (1 - b).sqrt() * x + b.sqrt() * torch.randn(x.shape, generator=gen, dtype=torch.float64)
     if t_ in checkpoints:
         ab = cosine.alpha_bars[t_ - 1].item()
-        closed = diffusion.q_sample(x0.expand(N_DRAWS, -1, -1, -1), torch.full((N_DRAWS,), t_ - 1),
-                                    torch.randn((N_DRAWS, 1, 28, 28), generator=gen))
+        closed = diffusion.q_sample(
+            x0.expand(N_DRAWS, -1, -1, -1),
+            torch.full((N_DRAWS,), t_ - 1),
+            torch.randn((N_DRAWS, 1, 28, 28), generator=gen),
+        )
         rows.append((t_, ab, *stats(x, x0.double()), *stats(closed, x0)))
 
-print(f"{'t':>5} {'sqrt(ab)':>9} {'chain':>8} {'q_sample':>9} | {'1-ab':>7} {'chain':>8} {'q_sample':>9}")
+print(
+    f"{'t':>5} {'sqrt(ab)':>9} {'chain':>8} {'q_sample':>9} | {'1-ab':>7} {'chain':>8} "
+    f"{'q_sample':>9}"
+)
 for t_, ab, c_chain, v_chain, c_closed, v_closed in rows:
-    print(f"{t_:5d} {math.sqrt(ab):9.4f} {c_chain:8.4f} {c_closed:9.4f} | {1 - ab:7.4f} {v_chain:8.4f} {v_closed:9.4f}")
-worst = max(max(abs(c1 - math.sqrt(ab)), abs(c2 - math.sqrt(ab)), abs(v1 - (1 - ab)), abs(v2 - (1 - ab)))
-            for _, ab, c1, v1, c2, v2 in rows)
+    print(
+        f"{t_:5d} {math.sqrt(ab):9.4f} {c_chain:8.4f} {c_closed:9.4f} | {1 - ab:7.4f} "
+        f"{v_chain:8.4f} {v_closed:9.4f}"
+    )
+worst = max(
+    max(abs(c1 - math.sqrt(ab)), abs(c2 - math.sqrt(ab)), abs(v1 - (1 - ab)), abs(v2 - (1 - ab)))
+    for _, ab, c1, v1, c2, v2 in rows
+)
 print(f"largest deviation from Eq. 1: {worst:.4f}")
 assert worst < 0.02, "the simulated chain does not match Eq. 1"
 

@@ -40,31 +40,38 @@
 # then all the cosines. The difference is harmless (the Linear layer of Eq. 6 is learned on
 # top), but it means the paper's Eq. 5 is not literally what was trained.
 
-# %% tags=["hide-input"]
-import math
-import os
-import warnings
-from pathlib import Path
+# %% tags=["remove-cell"]
+# On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).
+import sys
 
-# Notebooks start in notebooks/ (Jupyter, nbmake, the book); work from the repository root so
-# that QDM_DATA_DIR=../shared/data and runs/ mean what they mean on the command line.
-os.chdir(next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file()))
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    url = os.environ.get("QDM_REPOSITORY") or input("URL of the qdm repository (for git clone): ")
+    if not os.path.isdir("qdm"):
+        subprocess.run(["git", "clone", "--depth", "1", url, "qdm"], check=True)
+    packages = ["pytorch-fid", "medmnist", "pennylane", "-e", "qdm"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    sys.path.insert(0, os.path.abspath("qdm"))
+
+# %% tags=["hide-input"]
+from qdm.notebook import setup
+
+FAST = setup()
+
+import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import qdm
 from qdm.embedding import TimeEmbedding, sinusoidal_embedding
 from qdm.unet import UNet
 
-# %matplotlib inline
-
-FAST = qdm.fast_mode()     # QDM_FAST=1: the seconds-long CI version of this notebook
 T, D = 1000, 128
 STRIDE = 4 if FAST else 1  # timestep spacing of the T x T similarity matrix
-print(f"fast mode: {FAST}")
 
 # %% [markdown]
 # ## From scratch, against `qdm`
@@ -72,23 +79,33 @@ print(f"fast mode: {FAST}")
 # A NumPy version of the code's formula, and the paper's Eq. 5 as written, for every timestep
 # index the model sees ($0, \dots, T-1$; see notebook 1 for the index convention).
 
+
 # %%
 def gamma(t: np.ndarray, d: int, paper: bool = False) -> np.ndarray:
     """[sin(t w_k) for all k, cos(t w_k) for all k] with the code's or the paper's w_k."""
     half = d // 2
-    omega = 10000.0 ** (-2 * np.arange(1, half + 1) / d) if paper else 10000.0 ** (-np.arange(half) / (half - 1))
+    omega = (
+        10000.0 ** (-2 * np.arange(1, half + 1) / d)
+        if paper
+        else 10000.0 ** (-np.arange(half) / (half - 1))
+    )
     angles = np.outer(t, omega)
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
 
 
 ts = np.arange(T)
-emb = sinusoidal_embedding(torch.arange(T), D).numpy()         # qdm, float32
+emb = sinusoidal_embedding(torch.arange(T), D).numpy()  # qdm, float32
 assert emb.shape == (T, D)
 err = np.abs(emb - gamma(ts, D)).max()
 print(f"qdm vs the code's formula: largest difference {err:.1e} (float32 rounding of t * omega)")
 assert err < 1e-3
-print(f"qdm vs the paper's Eq. 5 as written: largest difference {np.abs(emb - gamma(ts, D, paper=True)).max():.2f}")
-print(f"|gamma(t)|^2 = d/2 = {D // 2} for every t: {np.allclose((emb ** 2).sum(1), D / 2, atol=1e-3)}")
+print(
+    "qdm vs the paper's Eq. 5 as written: largest difference "
+    f"{np.abs(emb - gamma(ts, D, paper=True)).max():.2f}"
+)
+print(
+    f"|gamma(t)|^2 = d/2 = {D // 2} for every t: {np.allclose((emb ** 2).sum(1), D / 2, atol=1e-3)}"
+)
 
 # %% [markdown]
 # ## The sin/cos matrix
@@ -102,8 +119,11 @@ print(f"|gamma(t)|^2 = d/2 = {D // 2} for every t: {np.allclose((emb ** 2).sum(1
 fig, ax = plt.subplots(figsize=(9, 4.5))
 im = ax.imshow(emb, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
 ax.axvline(D // 2 - 0.5, color="k", lw=0.8)
-ax.set(xlabel="dimension (sines | cosines)", ylabel="timestep index t",
-       title=r"$\gamma(t)$, Eq. 5 with the code's frequencies ($d = 128$)")
+ax.set(
+    xlabel="dimension (sines | cosines)",
+    ylabel="timestep index t",
+    title=r"$\gamma(t)$, Eq. 5 with the code's frequencies ($d = 128$)",
+)
 fig.colorbar(im, ax=ax, fraction=0.03)
 plt.show()
 
@@ -119,8 +139,14 @@ k = np.arange(D // 2)
 omega_code = 10000.0 ** (-k / (D // 2 - 1))
 omega_paper = 10000.0 ** (-2 * (k + 1) / D)
 slow = (2 * np.pi / omega_code > T).sum()
-print(f"fastest: code {omega_code[0]:.3f}, paper {omega_paper[0]:.3f}; slowest: both {omega_code[-1]:.0e}")
-print(f"ratio between neighbours: code {omega_code[1] / omega_code[0]:.4f}, paper {omega_paper[1] / omega_paper[0]:.4f}")
+print(
+    f"fastest: code {omega_code[0]:.3f}, paper {omega_paper[0]:.3f}; slowest: both "
+    f"{omega_code[-1]:.0e}"
+)
+print(
+    f"ratio between neighbours: code {omega_code[1] / omega_code[0]:.4f}, paper "
+    f"{omega_paper[1] / omega_paper[0]:.4f}"
+)
 print(f"{slow} of {D // 2} frequencies have a period longer than T = {T} steps")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -131,7 +157,9 @@ axes[0].legend()
 axes[1].semilogy(k, 2 * np.pi / omega_code, "o", ms=3, label="code")
 axes[1].semilogy(k, 2 * np.pi / omega_paper, "x", ms=3, label="paper")
 axes[1].axhline(T, color="k", ls="--", lw=0.8, label=f"T = {T}")
-axes[1].set(xlabel="frequency number (0-based)", ylabel=r"period $2\pi/\omega_k$ (steps)", title="periods")
+axes[1].set(
+    xlabel="frequency number (0-based)", ylabel=r"period $2\pi/\omega_k$ (steps)", title="periods"
+)
 axes[1].legend()
 for ax in axes:
     ax.grid(alpha=0.3, which="both")
@@ -156,7 +184,7 @@ plt.show()
 # %%
 sub = emb[::STRIDE].astype(np.float64)
 sim = sub @ sub.T / (D / 2)
-toeplitz_err = np.abs(sim[1:, 1:] - sim[:-1, :-1]).max()   # constant along diagonals
+toeplitz_err = np.abs(sim[1:, 1:] - sim[:-1, :-1]).max()  # constant along diagonals
 print(f"similarity matrix {sim.shape}: largest change along a diagonal {toeplitz_err:.1e}")
 assert toeplitz_err < 1e-3
 
@@ -167,7 +195,13 @@ axes[0].set(xlabel="t'", ylabel="t", title=r"$\gamma(t)\cdot\gamma(t') \,/\, (d/
 fig.colorbar(im, ax=axes[0], fraction=0.045)
 for t0 in [0, 250, 500, 999]:
     axes[1].plot(ts, emb[t0] @ emb.T / (D / 2), lw=1, label=f"t = {t0}")
-axes[1].plot(lags, np.cos(np.outer(lags, omega_code)).mean(1), "k:", lw=1, label=r"$\frac{2}{d}\sum_k\cos(\Delta t\,\omega_k)$")
+axes[1].plot(
+    lags,
+    np.cos(np.outer(lags, omega_code)).mean(1),
+    "k:",
+    lw=1,
+    label=r"$\frac{2}{d}\sum_k\cos(\Delta t\,\omega_k)$",
+)
 axes[1].set(xlabel="t'", ylabel="cosine similarity", title="similarity to a few fixed t")
 axes[1].legend(fontsize=8)
 axes[1].grid(alpha=0.3)
@@ -188,10 +222,16 @@ te = net.time_embed
 assert isinstance(te, TimeEmbedding)
 t_batch = torch.tensor([0, 1, 500, 999])
 out = te(t_batch)
-assert torch.allclose(out, te.linear(sinusoidal_embedding(t_batch, D)))   # Eq. 6 = Linear(Eq. 5)
-print(f"Embed(t) for t = {t_batch.tolist()}: shape {tuple(out.shape)}, "
-      f"{sum(p.numel() for p in te.parameters()):,} parameters (128 x 128 + 128)")
-print("added to the bottleneck map as", tuple(out[:, :, None, None].shape), "-> broadcast over (B, 128, 7, 7)")
+assert torch.allclose(out, te.linear(sinusoidal_embedding(t_batch, D)))  # Eq. 6 = Linear(Eq. 5)
+print(
+    f"Embed(t) for t = {t_batch.tolist()}: shape {tuple(out.shape)}, "
+    f"{sum(p.numel() for p in te.parameters()):,} parameters (128 x 128 + 128)"
+)
+print(
+    "added to the bottleneck map as",
+    tuple(out[:, :, None, None].shape),
+    "-> broadcast over (B, 128, 7, 7)",
+)
 
 # %% [markdown]
 # **What we checked.** `sinusoidal_embedding` is the code's version of Eq. 5 (frequencies from 1

@@ -29,30 +29,40 @@
 # This notebook shows the committed results. It runs the fast preset itself only when asked
 # (`RUN_FAST_REPRODUCE` below) or when `results/table1.csv` is missing.
 
-# %% tags=["hide-input"]
-import csv
-import os
-import warnings
-from pathlib import Path
+# %% tags=["remove-cell"]
+# On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).
+import sys
 
-os.chdir(next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file()))
-warnings.filterwarnings("ignore", message="IProgress not found")
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    url = os.environ.get("QDM_REPOSITORY") or input("URL of the qdm repository (for git clone): ")
+    if not os.path.isdir("qdm"):
+        subprocess.run(["git", "clone", "--depth", "1", url, "qdm"], check=True)
+    packages = ["pytorch-fid", "medmnist", "pennylane", "-e", "qdm"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    sys.path.insert(0, os.path.abspath("qdm"))
+
+# %% tags=["hide-input"]
+from qdm.notebook import setup
+
+FAST = setup()
+
+import csv
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-import qdm
 from qdm.reproduce import plot_table, reproduce
 
-# %matplotlib inline
-
-FAST = qdm.fast_mode()
-RUN_FAST_REPRODUCE = False      # set True to re-run the table's whole path with the fast preset
+RUN_FAST_REPRODUCE = False  # set True to re-run the table's whole path with the fast preset
 results, name = Path("results"), "table1"
 if RUN_FAST_REPRODUCE or not (results / "table1.csv").exists():
     # two digits in fast mode (CI), all ten otherwise; writes into runs/, never into results/
     md = reproduce("table1", "fast", classes=[0, 1] if FAST else None, device="cpu", progress=False)
-    results, name = md.parent, md.stem      # the fast preset's files: table1_fast.md, ...
+    results, name = md.parent, md.stem  # the fast preset's files: table1_fast.md, ...
 print(f"showing {results / f'{name}.md'}")
 
 # %% [markdown]
@@ -70,7 +80,9 @@ display(Markdown((results / f"{name}.md").read_text()))
 fig, axes = plt.subplots(2, 1, figsize=(11, 7))
 plot_table(results / f"{name}.csv", "FID", axes[0])
 plot_table(results / f"{name}.csv", "SSIM", axes[1])
-axes[0].set_title("Table I: FID per digit (lower is better); paper's FIDs from 5-13 images, ours from N")
+axes[0].set_title(
+    "Table I: FID per digit (lower is better); paper's FIDs from 5-13 images, ours from N"
+)
 axes[1].set_title("SSIM with a random real image of the digit (the paper's pairing is unspecified)")
 fig.tight_layout()
 plt.show()
@@ -83,7 +95,7 @@ plt.show()
 
 # %%
 figures = sorted((results / f"{name}_figures").glob("*.png"))
-for path in figures[:2 if FAST else 6]:
+for path in figures[: 2 if FAST else 6]:
     img = plt.imread(path)
     fig, ax = plt.subplots(figsize=(8, 4.3))
     ax.imshow(img)
@@ -100,12 +112,17 @@ print(f"{len(figures)} cell figures in {results / f'{name}_figures'}")
 # %%
 with open(results / f"{name}_cells.csv") as f:
     cells = list(csv.DictReader(f))
-rows = ["| digit | model | seed | steps | s / step | train (min) | sampling (min) | FID | KID | SSIM |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+rows = [
+    "| digit | model | seed | steps | s / step | train (min) | sampling (min) | FID | KID | SSIM |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+]
 for c in cells:
-    rows.append(f"| {c['cls']} | {c['model']} | {c['seed']} | {c['steps']} | {float(c['seconds_per_step']):.3f} "
-                f"| {float(c['train_seconds']) / 60:.1f} | {float(c['sample_seconds']) / 60:.1f} "
-                f"| {float(c['FID']):.1f} | {float(c['KID']):.4f} | {float(c['SSIM']):.4f} |")
+    rows.append(
+        f"| {c['cls']} | {c['model']} | {c['seed']} | {c['steps']} | "
+        f"{float(c['seconds_per_step']):.3f} "
+        f"| {float(c['train_seconds']) / 60:.1f} | {float(c['sample_seconds']) / 60:.1f} "
+        f"| {float(c['FID']):.1f} | {float(c['KID']):.4f} | {float(c['SSIM']):.4f} |"
+    )
 display(Markdown("\n".join(rows)))
 
 # %% [markdown]

@@ -28,28 +28,38 @@
 # **fast** preset on a small **synthetic** file in medmnist's exact format (random pixels, nine
 # labels): it shows the code path and the table's layout, not results.
 
-# %% tags=["hide-input"]
-import os
-import tempfile
-import warnings
-from pathlib import Path
+# %% tags=["remove-cell"]
+# On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).
+import sys
 
-os.chdir(next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file()))
-warnings.filterwarnings("ignore", message="IProgress not found")
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    url = os.environ.get("QDM_REPOSITORY") or input("URL of the qdm repository (for git clone): ")
+    if not os.path.isdir("qdm"):
+        subprocess.run(["git", "clone", "--depth", "1", url, "qdm"], check=True)
+    packages = ["pytorch-fid", "medmnist", "pennylane", "-e", "qdm"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    sys.path.insert(0, os.path.abspath("qdm"))
+
+# %% tags=["hide-input"]
+from qdm.notebook import setup
+
+FAST = setup()
+
+import tempfile
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-import qdm
 from qdm.data import data_root, load_images, write_synthetic_pathmnist
 from qdm.errors import UserError
 from qdm.plots import image_grid
 from qdm.reproduce import plot_table, reproduce
 
-# %matplotlib inline
-
-FAST = qdm.fast_mode()
-RUN_FAST_REPRODUCE = False      # set True to re-run the table's whole path with the fast preset
+RUN_FAST_REPRODUCE = False  # set True to re-run the table's whole path with the fast preset
 results, name, data_dir, synthetic = Path("results"), "table2", None, False
 if RUN_FAST_REPRODUCE or not (results / "table2.csv").exists():
     try:
@@ -58,14 +68,25 @@ if RUN_FAST_REPRODUCE or not (results / "table2.csv").exists():
             raise UserError("no local medmnist/pathmnist.npz (fast mode does not download)")
         load_images("pathmnist", "test", [1])
     except UserError as e:
-        print(f"real PathMNIST unavailable: {e}\nusing a synthetic file in medmnist's format instead")
+        print(
+            f"real PathMNIST unavailable: {e}\nusing a synthetic file in medmnist's format instead"
+        )
         data_dir, synthetic = tempfile.mkdtemp(prefix="qdm-synthetic-"), True
-        write_synthetic_pathmnist(data_dir, n=45 if FAST else 300)
+        write_synthetic_pathmnist(data_dir, n=45)  # layout only: a few images are enough
     runs = Path(tempfile.mkdtemp(prefix="qdm-table2-")) if synthetic else Path("runs/reproduce")
-    md = reproduce("table2", "fast", models=["classical"] if FAST else ["classical", "quantum"], runs_dir=runs,
-                   device="cpu", data_dir=data_dir, progress=False)
-    results, name = md.parent, md.stem      # the fast preset's files: table2_fast.md, ...
-print(f"showing {results / f'{name}.md'}" + ("  (SYNTHETIC DATA: layout only)" if synthetic else ""))
+    md = reproduce(
+        "table2",
+        "fast",
+        models=["classical"] if FAST else ["classical", "quantum"],
+        runs_dir=runs,
+        device="cpu",
+        data_dir=data_dir,
+        progress=False,
+    )
+    results, name = md.parent, md.stem  # the fast preset's files: table2_fast.md, ...
+print(
+    f"showing {name}.md" + ("  (SYNTHETIC DATA: layout only)" if synthetic else f" from {results}")
+)
 
 # %% [markdown]
 # ## The data

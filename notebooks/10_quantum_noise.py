@@ -31,16 +31,28 @@
 # No model is trained in this notebook. The last three rows, and whether any option changes image
 # quality, are notebook 11's.
 
-# %% tags=["hide-input"]
-import math
-import os
-import warnings
-from pathlib import Path
+# %% tags=["remove-cell"]
+# On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).
+import sys
 
-# Notebooks start in notebooks/ (Jupyter, nbmake, the book); work from the repository root so
-# that results/ means what it means on the command line.
-os.chdir(next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file()))
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    url = os.environ.get("QDM_REPOSITORY") or input("URL of the qdm repository (for git clone): ")
+    if not os.path.isdir("qdm"):
+        subprocess.run(["git", "clone", "--depth", "1", url, "qdm"], check=True)
+    packages = ["pytorch-fid", "medmnist", "pennylane", "-e", "qdm"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    sys.path.insert(0, os.path.abspath("qdm"))
+
+# %% tags=["hide-input"]
+from qdm.notebook import setup
+
+FAST = setup()
+
+import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -48,19 +60,17 @@ import torch
 from IPython.display import Markdown, display
 from scipy import stats
 
-import qdm
 from qdm.noise import CHANNELS, paper_channel_exponents, quantum_randn, quantum_uniform
 from qdm.quantum import circuit_outputs, closed_form_outputs, parity_sets, weight_shape
 from qdm.train import make_config, make_diffusion
 
-# %matplotlib inline
-
-FAST = qdm.fast_mode()        # QDM_FAST=1: the seconds-long CI version of this notebook
-N_QUBITS, N_LAYERS = 4, 3     # small circuits, so that PennyLane's references take milliseconds
-COPIES = 1000 if FAST else 5000             # independent shot estimates per histogram
-N_EPS = 20_000 if FAST else 1_000_000       # epsilon values for the KS test
-print(f"fast mode: {FAST}; {N_QUBITS} qubits, {N_LAYERS} layers; {COPIES} estimates per histogram, "
-      f"{N_EPS} epsilon values")
+N_QUBITS, N_LAYERS = 4, 3  # small circuits, so that PennyLane's references take milliseconds
+COPIES = 1000 if FAST else 5000  # independent shot estimates per histogram
+N_EPS = 20_000 if FAST else 1_000_000  # epsilon values for the KS test
+print(
+    f"{N_QUBITS} qubits, {N_LAYERS} layers; {COPIES} estimates per histogram, "
+    f"{N_EPS} epsilon values"
+)
 
 
 def random_case(ansatz: str, seed: int, n: int = N_QUBITS, L: int = N_LAYERS):
@@ -97,38 +107,65 @@ def random_case(ansatz: str, seed: int, n: int = N_QUBITS, L: int = N_LAYERS):
 # %%
 S = 100
 x, w = random_case("paper", seed=1)
-mu = closed_form_outputs(x, N_LAYERS)[0]                 # <Z_i>, the closed form of notebook 4
+mu = closed_form_outputs(x, N_LAYERS)[0]  # <Z_i>, the closed form of notebook 4
 torch.manual_seed(0)
 ours = circuit_outputs(x.repeat(COPIES, 1), w, "paper", shots=S).detach()
 with torch.no_grad():
-    theirs = circuit_outputs(x.repeat(COPIES, 1), w, "paper", "pennylane", shots=S,
-                             diff_method="parameter-shift", seed=1)
+    theirs = circuit_outputs(
+        x.repeat(COPIES, 1), w, "paper", "pennylane", shots=S, diff_method="parameter-shift", seed=1
+    )
 
-edges = (np.arange(-S - 1, S + 2, 2) / S)                # the estimates live on the lattice k/S
+edges = np.arange(-S - 1, S + 2, 2) / S  # the estimates live on the lattice k/S
 fig, axes = plt.subplots(1, N_QUBITS, figsize=(13, 3), sharey=True)
 for i, ax in enumerate(axes):
     m = mu[i].item()
-    sd = math.sqrt((1 - m ** 2) / S)
-    ax.hist(ours[:, i].numpy(), bins=edges, density=True, alpha=0.6, color="C0", label="exact sampler")
-    ax.hist(theirs[:, i].numpy(), bins=edges, density=True, histtype="step", lw=1.5, color="C1", label="PennyLane")
+    sd = math.sqrt((1 - m**2) / S)
+    ax.hist(
+        ours[:, i].numpy(), bins=edges, density=True, alpha=0.6, color="C0", label="exact sampler"
+    )
+    ax.hist(
+        theirs[:, i].numpy(),
+        bins=edges,
+        density=True,
+        histtype="step",
+        lw=1.5,
+        color="C1",
+        label="PennyLane",
+    )
     grid = np.linspace(m - 4.5 * sd, m + 4.5 * sd, 200)
-    ax.plot(grid, stats.norm.pdf(grid, m, sd), "k", lw=1, label=r"$\mathcal{N}(\langle Z\rangle, (1-\langle Z\rangle^2)/S)$")
-    ax.set(xlim=(m - 4.5 * sd, m + 4.5 * sd), xlabel=rf"estimate of $\langle Z_{i}\rangle$",
-           title=rf"qubit {i}: $\langle Z_{i}\rangle$ = {m:.3f}")
+    ax.plot(
+        grid,
+        stats.norm.pdf(grid, m, sd),
+        "k",
+        lw=1,
+        label=r"$\mathcal{N}(\langle Z\rangle, (1-\langle Z\rangle^2)/S)$",
+    )
+    ax.set(
+        xlim=(m - 4.5 * sd, m + 4.5 * sd),
+        xlabel=rf"estimate of $\langle Z_{i}\rangle$",
+        title=rf"qubit {i}: $\langle Z_{i}\rangle$ = {m:.3f}",
+    )
 axes[0].legend(fontsize=7, loc="upper left")
 fig.suptitle(f'"paper" ansatz, {N_QUBITS} qubits, S = {S} shots, {COPIES} estimates each')
 fig.tight_layout()
 plt.show()
 
-rows = ["| qubit | exact | mean, exact sampler | mean, PennyLane | var / binomial, exact sampler | var / binomial, PennyLane | KS p-value (two samples) |",
-        "|---:|---:|---:|---:|---:|---:|---:|"]
+rows = [
+    "| qubit | exact | mean, exact sampler | mean, PennyLane | var / binomial, exact sampler | "
+    "var / binomial, PennyLane | KS p-value (two samples) |",
+    "|---:|---:|---:|---:|---:|---:|---:|",
+]
 for i in range(N_QUBITS):
     binom = (1 - mu[i] ** 2) / S
-    counts = [(S * (1 - e[:, i]) / 2).round().numpy() for e in (ours, theirs)]   # integer counts of 1s
+    counts = [
+        (S * (1 - e[:, i]) / 2).round().numpy() for e in (ours, theirs)
+    ]  # integer counts of 1s
     p_ks = stats.ks_2samp(*counts).pvalue
     r_ours, r_theirs = ours[:, i].var() / binom, theirs[:, i].var() / binom
-    rows.append(f"| {i} | {mu[i]:.3f} | {ours[:, i].mean():.3f} | {theirs[:, i].mean():.3f} | "
-                f"{r_ours:.2f} | {r_theirs:.2f} | {p_ks:.2f} |")
+    rows.append(
+        f"| {i} | {mu[i]:.3f} | {ours[:, i].mean():.3f} | {theirs[:, i].mean():.3f} | "
+        f"{r_ours:.2f} | {r_theirs:.2f} | {p_ks:.2f} |"
+    )
     se = math.sqrt(binom / COPIES)
     assert abs(ours[:, i].mean() - mu[i]) < 4.5 * se and abs(theirs[:, i].mean() - mu[i]) < 4.5 * se
     assert 0.75 < r_ours < 1.3 and 0.75 < r_theirs < 1.3 and p_ks > 1e-3
@@ -143,14 +180,28 @@ display(Markdown("\n".join(rows)))
 # %%
 shot_counts = [10, 30, 100, 300, 1000, 10_000, 100_000]
 torch.manual_seed(1)
-sds = torch.stack([circuit_outputs(x.repeat(COPIES, 1), w, "paper", shots=s).detach().std(0) for s in shot_counts])
-predicted = torch.stack([((1 - mu ** 2) / s).sqrt() for s in shot_counts])
+sds = torch.stack(
+    [circuit_outputs(x.repeat(COPIES, 1), w, "paper", shots=s).detach().std(0) for s in shot_counts]
+)
+predicted = torch.stack([((1 - mu**2) / s).sqrt() for s in shot_counts])
 fig, ax = plt.subplots(figsize=(6, 3.8))
 for i in range(N_QUBITS):
     ax.plot(shot_counts, predicted[:, i], color=f"C{i}", lw=1)
-    ax.plot(shot_counts, sds[:, i], "o", color=f"C{i}", ms=4, label=rf"qubit {i}, $\langle Z\rangle$ = {mu[i]:.2f}")
-ax.set(xscale="log", yscale="log", xlabel="shots S", ylabel=r"sd of the estimate of $\langle Z_i\rangle$",
-       title=r"measured (dots) vs $\sqrt{(1-\langle Z\rangle^2)/S}$ (lines)")
+    ax.plot(
+        shot_counts,
+        sds[:, i],
+        "o",
+        color=f"C{i}",
+        ms=4,
+        label=rf"qubit {i}, $\langle Z\rangle$ = {mu[i]:.2f}",
+    )
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="shots S",
+    ylabel=r"sd of the estimate of $\langle Z_i\rangle$",
+    title=r"measured (dots) vs $\sqrt{(1-\langle Z\rangle^2)/S}$ (lines)",
+)
 ax.legend(fontsize=7)
 fig.tight_layout()
 plt.show()
@@ -195,16 +246,26 @@ print("exponents k_i:", k.tolist())
 
 x, w = random_case("paper", seed=2)
 p_line = torch.linspace(0, 0.75 if FAST else 1.0, 61)
-p_marks = [0.0, 0.05, 0.1, 0.2, 0.35, 0.5] if FAST else [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0]
+p_marks = (
+    [0.0, 0.05, 0.1, 0.2, 0.35, 0.5]
+    if FAST
+    else [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0]
+)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
 worst = 0.0
 for ax, channel in zip(axes, CHANNELS):
-    closed = torch.cat([circuit_outputs(x, w, "paper", channel=channel, p=float(p)) for p in p_line])
-    mixed = torch.cat([circuit_outputs(x, w, "paper", "pennylane", channel=channel, p=p) for p in p_marks])
+    closed = torch.cat(
+        [circuit_outputs(x, w, "paper", channel=channel, p=float(p)) for p in p_line]
+    )
+    mixed = torch.cat(
+        [circuit_outputs(x, w, "paper", "pennylane", channel=channel, p=p) for p in p_marks]
+    )
     ours = torch.cat([circuit_outputs(x, w, "paper", channel=channel, p=p) for p in p_marks])
     worst = max(worst, (ours - mixed).abs().max().item())
     for i in range(N_QUBITS):
-        ax.plot(p_line, closed[:, i], color=f"C{i}", label=rf"$\langle Z_{i}\rangle$, $k_{i}$ = {k[i]}")
+        ax.plot(
+            p_line, closed[:, i], color=f"C{i}", label=rf"$\langle Z_{i}\rangle$, $k_{i}$ = {k[i]}"
+        )
         ax.plot(p_marks, mixed[:, i], "o", color=f"C{i}", mfc="none")
     ax.axhline(0, color="k", lw=0.5)
     ax.set(xlabel="p", title=f"{channel}: closed form (lines), default.mixed (circles)")
@@ -230,8 +291,11 @@ assert worst < 1e-6
 # %%
 x, w = random_case("ry", seed=3)
 torch.manual_seed(2)
-rows = ["| channel, p = 0.1 | default.mixed | mean of trajectories | its standard error | largest deviation / se |",
-        "|---|---|---|---|---:|"]
+rows = [
+    "| channel, p = 0.1 | default.mixed | mean of trajectories | its standard error | largest "
+    "deviation / se |",
+    "|---|---|---|---|---:|",
+]
 for channel in CHANNELS:
     ref = circuit_outputs(x, w, "ry", "pennylane", channel=channel, p=0.1)[0]
     traj = circuit_outputs(x.repeat(COPIES, 1), w, "ry", channel=channel, p=0.1).detach()
@@ -262,31 +326,55 @@ display(Markdown("\n".join(rows)))
 
 # %%
 gen = torch.Generator().manual_seed(3)
-n_pl = 300 if FAST else 3000          # PennyLane: 32 measured qubits per number
+n_pl = 300 if FAST else 3000  # PennyLane: 32 measured qubits per number
 sources = {
     "quantum (exact bit source)": quantum_randn((N_EPS,), generator=gen),
-    "quantum (PennyLane-measured bits)": torch.special.ndtri(quantum_uniform(n_pl, backend="pennylane", seed=4)).float(),
+    "quantum (PennyLane-measured bits)": torch.special.ndtri(
+        quantum_uniform(n_pl, backend="pennylane", seed=4)
+    ).float(),
     "torch.randn": torch.randn(N_EPS, generator=gen),
 }
 fig, ax = plt.subplots(figsize=(7, 3.8))
 grid = np.linspace(-4.5, 4.5, 300)
-for (name, eps), style in zip(sources.items(), [dict(alpha=0.5), dict(histtype="step", lw=1.5), dict(histtype="step", lw=1, ls="--")]):
-    ax.hist(eps.numpy(), bins=np.linspace(-4.5, 4.5, 61 if len(eps) > 1000 else 25), density=True, label=f"{name}, n = {len(eps)}", **style)
+for (name, eps), style in zip(
+    sources.items(),
+    [dict(alpha=0.5), dict(histtype="step", lw=1.5), dict(histtype="step", lw=1, ls="--")],
+):
+    ax.hist(
+        eps.numpy(),
+        bins=np.linspace(-4.5, 4.5, 61 if len(eps) > 1000 else 25),
+        density=True,
+        label=f"{name}, n = {len(eps)}",
+        **style,
+    )
 ax.plot(grid, stats.norm.pdf(grid), "k", lw=1, label=r"$\mathcal{N}(0, 1)$")
-ax.set(xlabel=r"$\epsilon$", ylabel="density", title=r"$\epsilon$ from measured $|+\rangle$ qubits vs the normal density")
+ax.set(
+    xlabel=r"$\epsilon$",
+    ylabel="density",
+    title=r"$\epsilon$ from measured $|+\rangle$ qubits vs the normal density",
+)
 ax.legend(fontsize=7)
 fig.tight_layout()
 plt.show()
 
-rows = ["| source | n | mean | variance | KS statistic | KS p-value |", "|---|---:|---:|---:|---:|---:|"]
+rows = [
+    "| source | n | mean | variance | KS statistic | KS p-value |",
+    "|---|---:|---:|---:|---:|---:|",
+]
 for name, eps in sources.items():
     ks = stats.kstest(eps.double().numpy(), "norm")
-    rows.append(f"| {name} | {len(eps)} | {eps.mean():.4f} | {eps.var():.4f} | {ks.statistic:.4f} | {ks.pvalue:.2f} |")
+    rows.append(
+        f"| {name} | {len(eps)} | {eps.mean():.4f} | {eps.var():.4f} | {ks.statistic:.4f} | "
+        f"{ks.pvalue:.2f} |"
+    )
     assert ks.pvalue > 1e-3 and abs(eps.mean()) < 4.5 / math.sqrt(len(eps))
 display(Markdown("\n".join(rows)))
 
-d = make_diffusion(make_config("paper", eps_source="quantum"))   # what --eps-source quantum builds
-print("the training's epsilon, from the quantum source:", d.randn((2, 3), torch.Generator().manual_seed(0)))
+d = make_diffusion(make_config("paper", eps_source="quantum"))  # what --eps-source quantum builds
+print(
+    "the training's epsilon, from the quantum source:",
+    d.randn((2, 3), torch.Generator().manual_seed(0)),
+)
 
 # %% [markdown]
 # **What a simulator can and cannot show here.** In simulation the circuit only supplies the

@@ -17,34 +17,42 @@
 # without the schedule, over three seeds, beside the noiseless quantum model, the classical model
 # and the real-vs-real floor.
 
-# %% tags=["hide-input"]
-import math
-import os
-import warnings
-from pathlib import Path
+# %% tags=["remove-cell"]
+# On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).
+import sys
 
-# Notebooks start in notebooks/ (Jupyter, nbmake, the book); work from the repository root so
-# that results/ means what it means on the command line.
-os.chdir(next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file()))
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    url = os.environ.get("QDM_REPOSITORY") or input("URL of the qdm repository (for git clone): ")
+    if not os.path.isdir("qdm"):
+        subprocess.run(["git", "clone", "--depth", "1", url, "qdm"], check=True)
+    packages = ["pytorch-fid", "medmnist", "pennylane", "-e", "qdm"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    sys.path.insert(0, os.path.abspath("qdm"))
+
+# %% tags=["hide-input"]
+from qdm.notebook import setup
+
+FAST = setup()
+
+import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Image, Markdown, display
 
-import qdm
 from qdm.ablations import NOISE
 from qdm.noise import LEVEL_SHAPES, T_SAMPLING, noise_level, sample_t, shots_at, t_probabilities
 from qdm.quantum import QuantumGate, circuit_outputs, closed_form_outputs, weight_shape
 from qdm.schedule import SCHEDULES, make_schedule
 
-# %matplotlib inline
-
-FAST = qdm.fast_mode()        # QDM_FAST=1: the seconds-long CI version of this notebook
-N_QUBITS, N_LAYERS = 4, 3     # a small circuit: the schedule does not depend on its size
-S = 100                       # shots at the largest noise level
-COPIES = 1000 if FAST else 5000             # independent shot estimates per point
-print(f"fast mode: {FAST}; {N_QUBITS} qubits, {N_LAYERS} layers, S = {S}, {COPIES} estimates per point")
+N_QUBITS, N_LAYERS = 4, 3  # a small circuit: the schedule does not depend on its size
+S = 100  # shots at the largest noise level
+COPIES = 1000 if FAST else 5000  # independent shot estimates per point
+print(f"{N_QUBITS} qubits, {N_LAYERS} layers, S = {S}, {COPIES} estimates per point")
 
 
 def random_case(ansatz: str, seed: int, n: int = N_QUBITS, L: int = N_LAYERS):
@@ -85,19 +93,31 @@ for c, shape in enumerate(LEVEL_SHAPES):
     g = noise_level(t_all, T, shape)
     axes[0].plot(t_all, g, color=f"C{c}", label=shape)
     axes[1].plot(t_all, shots_at(S, g), color=f"C{c}", label=shape)
-    gm = noise_level(t_marks, T, shape)                      # measured: the exact sampler, per-sample shots
+    gm = noise_level(t_marks, T, shape)  # measured: the exact sampler, per-sample shots
     shots = shots_at(S, gm).repeat_interleave(COPIES)
     est = circuit_outputs(x.repeat(len(t_marks) * COPIES, 1), w, "paper", shots=shots).detach()
     sd = est[:, 0].view(len(t_marks), COPIES).std(1)
     predicted = gm * math.sqrt((1 - mu[0] ** 2) / S)
-    axes[2].plot(t_all, noise_level(t_all, T, shape) * math.sqrt((1 - mu[0] ** 2) / S), color=f"C{c}", lw=1)
+    axes[2].plot(
+        t_all, noise_level(t_all, T, shape) * math.sqrt((1 - mu[0] ** 2) / S), color=f"C{c}", lw=1
+    )
     axes[2].plot(t_marks, sd, "o", color=f"C{c}", ms=4, label=shape)
     assert (sd[gm == 0] == 0).all() and ((sd - predicted).abs() <= 0.15 * predicted + 1e-3).all()
-axes[0].secondary_yaxis("right", functions=(lambda v: p0 * v, lambda v: v / p0)).set_ylabel(f"channel p g(t), p = {p0}")
+axes[0].secondary_yaxis("right", functions=(lambda v: p0 * v, lambda v: v / p0)).set_ylabel(
+    f"channel p g(t), p = {p0}"
+)
 axes[0].set(xlabel="t", ylabel="level g(t)", title="the gate's noise level")
-axes[1].set(xlabel="t", yscale="log", ylabel=r"shots $\lceil S/g(t)^2\rceil$", title=f"shots per estimate, S = {S}")
-axes[2].set(xlabel="t", ylabel=r"sd of the estimate of $\langle Z_0\rangle$",
-            title="shot noise over t: measured (dots), predicted (lines)")
+axes[1].set(
+    xlabel="t",
+    yscale="log",
+    ylabel=r"shots $\lceil S/g(t)^2\rceil$",
+    title=f"shots per estimate, S = {S}",
+)
+axes[2].set(
+    xlabel="t",
+    ylabel=r"sd of the estimate of $\langle Z_0\rangle$",
+    title="shot noise over t: measured (dots), predicted (lines)",
+)
 for ax in axes:
     ax.legend(fontsize=7)
 fig.tight_layout()
@@ -117,8 +137,10 @@ with torch.no_grad():
     at_0 = noisy(h, torch.tensor([0, 0]))
     at_end = noisy(h, torch.tensor([T - 1, T - 1]))
     plain = exact(h)
-print(f"t = 0: equal to the noiseless gate: {torch.equal(at_0, plain)}; "
-      f"t = {T - 1}: largest difference {(at_end - plain).abs().max():.3f}")
+print(
+    f"t = 0: equal to the noiseless gate: {torch.equal(at_0, plain)}; "
+    f"t = {T - 1}: largest difference {(at_end - plain).abs().max():.3f}"
+)
 assert torch.equal(at_0, plain) and not torch.allclose(at_end, plain)
 
 # %% [markdown]
@@ -141,20 +163,36 @@ assert torch.equal(at_0, plain) and not torch.allclose(at_end, plain)
 n_draws = 200_000 if FAST else 2_000_000
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
 for c, name in enumerate(SCHEDULES):
-    axes[0].plot(t_all, make_schedule(name, T).alpha_bars, color=f"C{c}", label=name + (" (the paper)" if name == "cosine" else ""))
-ell = torch.rand(T, dtype=torch.float64, generator=torch.Generator().manual_seed(6))   # any per-t loss
+    axes[0].plot(
+        t_all,
+        make_schedule(name, T).alpha_bars,
+        color=f"C{c}",
+        label=name + (" (the paper)" if name == "cosine" else ""),
+    )
+ell = torch.rand(
+    T, dtype=torch.float64, generator=torch.Generator().manual_seed(6)
+)  # any per-t loss
 for c, kind in enumerate(T_SAMPLING):
     p = t_probabilities(T, kind)
     t, weights = sample_t(n_draws, T, kind, torch.Generator().manual_seed(7), reweight=True)
     weights = torch.ones(n_draws) if weights is None else weights
-    axes[1].plot(t_all, T * p, color=f"C{c}", label=kind + (" (the paper)" if kind == "uniform" else ""))
-    axes[1].plot(t_all[::50] + 24.5, T * torch.bincount(t, minlength=T).double().view(-1, 50).mean(1) / n_draws,
-                 "o", color=f"C{c}", ms=3)
+    axes[1].plot(
+        t_all, T * p, color=f"C{c}", label=kind + (" (the paper)" if kind == "uniform" else "")
+    )
+    axes[1].plot(
+        t_all[::50] + 24.5,
+        T * torch.bincount(t, minlength=T).double().view(-1, 50).mean(1) / n_draws,
+        "o",
+        color=f"C{c}",
+        ms=3,
+    )
     axes[2].plot(t_all, 1 / (T * p), color=f"C{c}", label=kind)
-    assert torch.isclose((p * ell / (T * p)).sum(), ell.mean())       # the importance weights, exactly
+    assert torch.isclose((p * ell / (T * p)).sum(), ell.mean())  # the importance weights, exactly
     assert abs((weights.double() * ell[t]).mean() - ell.mean()) < 0.01  # and by sampling
 axes[0].set(xlabel="t", ylabel=r"$\bar\alpha_t$", title="diffusion schedules (Eq. 1-3)")
-axes[1].set(xlabel="t", ylabel="T p(t)", ylim=(0, 1.5), title="t in training: T p(t) (lines), draws (dots)")
+axes[1].set(
+    xlabel="t", ylabel="T p(t)", ylim=(0, 1.5), title="t in training: T p(t) (lines), draws (dots)"
+)
 axes[2].set(xlabel="t", ylabel="w(t) = 1 / (T p(t))", title="importance weights with t_reweight")
 for ax in axes:
     ax.legend(fontsize=7)

@@ -42,33 +42,43 @@
 # computed without training (parameter counts, and the identity of the cosine gate with the
 # paper's circuit) and shows the committed table if there is one.
 
-# %% tags=["hide-input"]
-import os
-import warnings
-from pathlib import Path
+# %% tags=["remove-cell"]
+# On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).
+import sys
 
-# Notebooks start in notebooks/ (Jupyter, nbmake, the book); work from the repository root so
-# that results/ means what it means on the command line.
-os.chdir(next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file()))
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    url = os.environ.get("QDM_REPOSITORY") or input("URL of the qdm repository (for git clone): ")
+    if not os.path.isdir("qdm"):
+        subprocess.run(["git", "clone", "--depth", "1", url, "qdm"], check=True)
+    packages = ["pytorch-fid", "medmnist", "pennylane", "-e", "qdm"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    sys.path.insert(0, os.path.abspath("qdm"))
+
+# %% tags=["hide-input"]
+from qdm.notebook import setup
+
+FAST = setup()
+
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import Image, Markdown, display
 
-import qdm
 from qdm.ablations import GATES, ablate, gate_counts
 from qdm.gates import CosineProductGate, cosine_product, xor_sets
 from qdm.quantum import QuantumGate, circuit_outputs, parity_sets
 from qdm.train import build_model, make_config
 
-# %matplotlib inline
-
-FAST = qdm.fast_mode()        # QDM_FAST=1: the seconds-long CI version of this notebook
-N_CHECK = 6 if FAST else 16   # qubits of the PennyLane comparison (the paper's 16 in full mode)
-RUN_FAST_ABLATION = False     # set True to run the ablation's whole path with the fast preset (minutes)
-print(f"fast mode: {FAST}; PennyLane comparison on {N_CHECK} qubits")
+N_CHECK = 6 if FAST else 16  # qubits of the PennyLane comparison (the paper's 16 in full mode)
+RUN_FAST_ABLATION = (
+    False  # set True to run the ablation's whole path with the fast preset (minutes)
+)
+print(f"PennyLane comparison on {N_CHECK} qubits")
 
 # %% [markdown]
 # ## The gates and their parameters
@@ -82,15 +92,24 @@ print(f"fast mode: {FAST}; PennyLane comparison on {N_CHECK} qubits")
 # %%
 torch.manual_seed(0)
 h = torch.randn(4, 128, 7, 7)
-rows = ["| gate | what it is | trainable gate parameters | inert | receive a gradient |", "|---|---|---:|---:|---:|"]
+rows = [
+    "| gate | what it is | trainable gate parameters | inert | receive a gradient |",
+    "|---|---|---:|---:|---:|",
+]
 counts = {}
 for name, (model, overrides, what) in GATES.items():
     gate = build_model(make_config("paper", model=model, **overrides)).gate
     trainable, inert = gate_counts(name)
     if trainable:
         gate(h).square().mean().backward()
-    learning = sum(p.numel() for p in gate.parameters() if p.grad is not None and p.grad.abs().max() > 0)
-    detached = gate.to_qubits.weight.numel() + gate.to_qubits.bias.numel() if overrides.get("quantum", {}).get("detach_input") else 0
+    learning = sum(
+        p.numel() for p in gate.parameters() if p.grad is not None and p.grad.abs().max() > 0
+    )
+    detached = (
+        gate.to_qubits.weight.numel() + gate.to_qubits.bias.numel()
+        if overrides.get("quantum", {}).get("detach_input")
+        else 0
+    )
     counts[name] = dict(learning=learning, inert=inert, detached=detached)
     rows.append(f"| `{name}` | {what} | {trainable} | {inert} | {learning} |")
     assert learning == trainable - inert - detached
@@ -102,14 +121,19 @@ assert max(with_gate) / min(with_gate) < 1.03
 names = list(GATES)
 fig, ax = plt.subplots(figsize=(8, 3.6))
 left = np.zeros(len(names))
-for key, label, style in [("learning", "receive a gradient", dict(color="C0")),
-                          ("inert", "inert (RZ angles: zero gradient)", dict(color="C3")),
-                          ("detached", "no gradient (detached input)", dict(color="0.7", hatch="//"))]:
+for key, label, style in [
+    ("learning", "receive a gradient", dict(color="C0")),
+    ("inert", "inert (RZ angles: zero gradient)", dict(color="C3")),
+    ("detached", "no gradient (detached input)", dict(color="0.7", hatch="//")),
+]:
     values = np.array([counts[n][key] for n in names])
     ax.barh(names, values, left=left, label=label, **style)
     left += values
 ax.invert_yaxis()
-ax.set(xlabel="trainable parameters of the gate", title="what each gate can learn (the U-Net around it: the same for all)")
+ax.set(
+    xlabel="trainable parameters of the gate",
+    title="what each gate can learn (the U-Net around it: the same for all)",
+)
 ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 fig.tight_layout()
 plt.show()
@@ -133,7 +157,7 @@ assert [tuple(row.nonzero().flatten().tolist()) for row in sets] == parity_sets(
 
 torch.manual_seed(1)
 cosine = CosineProductGate()
-paper = QuantumGate(ansatz="paper")            # 16 qubits, 3 layers, exact backend
+paper = QuantumGate(ansatz="paper")  # 16 qubits, 3 layers, exact backend
 with torch.no_grad():
     paper.to_qubits.load_state_dict(cosine.down.state_dict())
     paper.from_qubits.load_state_dict(cosine.up.state_dict())
@@ -141,9 +165,11 @@ h = torch.randn(8, 128, 7, 7)
 out_cos, out_paper = cosine(h), paper(h)
 out_cos.square().mean().backward()
 out_paper.square().mean().backward()
-same = {"outputs": torch.equal(out_cos, out_paper),
-        "gradient of W_down": torch.equal(cosine.down.weight.grad, paper.to_qubits.weight.grad),
-        "gradient of W_up": torch.equal(cosine.up.weight.grad, paper.from_qubits.weight.grad)}
+same = {
+    "outputs": torch.equal(out_cos, out_paper),
+    "gradient of W_down": torch.equal(cosine.down.weight.grad, paper.to_qubits.weight.grad),
+    "gradient of W_up": torch.equal(cosine.up.weight.grad, paper.from_qubits.weight.grad),
+}
 print("bit for bit equal:", same)
 print(f"gradient of the circuit's 48 RZ angles: largest {paper.weights.grad.abs().max():.0e}")
 assert all(same.values()) and paper.weights.grad.abs().max() == 0
@@ -163,11 +189,16 @@ with torch.no_grad():
     circuit_n.to_qubits.load_state_dict(cosine_n.down.state_dict())
     circuit_n.from_qubits.load_state_dict(cosine_n.up.state_dict())
     diff_gate = (cosine_n(h[:4]) - circuit_n(h[:4])).abs().max().item()
-print(f"cosine gate vs the circuit on PennyLane default.qubit, {N_CHECK} qubits: largest difference {diff_gate:.1e}")
+print(
+    f"cosine gate vs the circuit on PennyLane default.qubit, {N_CHECK} qubits: largest difference "
+    f"{diff_gate:.1e}"
+)
 assert diff_gate < 1e-5
 
 sweep = torch.linspace(-torch.pi, torch.pi, 25 if FAST else 61, dtype=torch.float64)
-x = torch.randn(1, N_CHECK, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).repeat(len(sweep), 1)
+x = torch.randn(1, N_CHECK, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).repeat(
+    len(sweep), 1
+)
 x[:, 0] = sweep
 f_cos = cosine_product(x, xor_sets(N_CHECK, 3))
 fine = x[:1].repeat(200, 1)
@@ -176,13 +207,28 @@ f_fine = cosine_product(fine, xor_sets(N_CHECK, 3))
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
 worst = 0.0
 for ax, seed in zip(axes, (4, 5)):
-    w = torch.rand(3, N_CHECK, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 2 * torch.pi
+    w = (
+        torch.rand(
+            3, N_CHECK, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+        )
+        * 2
+        * torch.pi
+    )
     f_pl = circuit_outputs(x, w, "paper", "pennylane").detach()
     worst = max(worst, (f_pl - f_cos).abs().max().item())
     for i in range(N_CHECK):
-        ax.plot(fine[:, 0], f_fine[:, i], color=f"C{i}", lw=1, label=f"cosine $f_{i}$" if seed == 4 else None)
+        ax.plot(
+            fine[:, 0],
+            f_fine[:, i],
+            color=f"C{i}",
+            lw=1,
+            label=f"cosine $f_{i}$" if seed == 4 else None,
+        )
         ax.plot(sweep, f_pl[:, i], "o", color=f"C{i}", ms=3, mfc="none")
-    ax.set(xlabel="$x_0$ (the other inputs fixed)", title=f"RZ angles from seed {seed}: circuit on PennyLane (circles)")
+    ax.set(
+        xlabel="$x_0$ (the other inputs fixed)",
+        title=f"RZ angles from seed {seed}: circuit on PennyLane (circles)",
+    )
 axes[0].set_ylabel("$f(x)_i$")
 axes[0].legend(fontsize=7, ncol=2)
 fig.tight_layout()
@@ -220,15 +266,20 @@ assert worst < 1e-10
 results, name = Path("results"), "ablations"
 if RUN_FAST_ABLATION:
     md = ablate(classes=[0], seeds=[0], preset="fast", device="cpu", progress=False)
-    results, name = md.parent, md.stem      # the fast preset's files: ablations_fast.md, ...
+    results, name = md.parent, md.stem  # the fast preset's files: ablations_fast.md, ...
 if (results / f"{name}.csv").exists():
     display(Markdown((results / f"{name}.md").read_text()))
     display(Image(filename=str(results / f"{name}.png")))
 else:
-    display(Markdown(
-        "**The ablation table has not been run yet.** `results/ablations.csv` does not exist, so there "
-        "are no numbers to show. It is produced by the first command above (resumable: rerun it to "
-        "continue), after which this section shows the table and its figure."))
+    display(
+        Markdown(
+            "**The ablation table has not been run yet.** `results/ablations.csv` does not exist, "
+            "so there "
+            "are no numbers to show. It is produced by the first command above (resumable: rerun "
+            "it to "
+            "continue), after which this section shows the table and its figure."
+        )
+    )
 
 # %% [markdown]
 # **What we checked.** The gates' trainable parameters are within 3% of each other (4240 to 4336);

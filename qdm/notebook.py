@@ -32,5 +32,6 @@ def setup() -> bool:
 
         shell.run_line_magic("matplotlib", "inline")   # then back to inline figures
     fast = qdm.fast_mode()
-    print(f"fast mode: {fast}" + (" (QDM_FAST=1: small sizes, the CI version)" if fast else ""))
+    if fast:
+        print("fast mode (QDM_FAST=1): small sizes, the CI version of this notebook")
     return fast

@@ -7,8 +7,12 @@ rendered, after MathJax has run:
 * math typeset: a page whose source has $...$ math shows it, and every math element Sphinx wrote
   holds MathJax output (none left as raw TeX, e.g. because MathJax did not load offline);
 * figures: each notebook page shows at least one image that is in the build (or a data: PNG);
-* one screenshot (book/_build/screenshots/<page>.png) kept as a CI artifact, checked to be a
-  real picture of a page.
+* no machine paths (/tmp/..., /work/..., /home/...) in any page;
+* the full build: no page ran in fast mode, and chapters 5 and 6 show their sample figures with
+  the FID the notebook asserted below its bound, at the chapter's full N (so the figures come
+  from the trained weights); QDM_BOOK_FAST=1 accepts a fast build instead;
+* screenshots (book/_build/screenshots/<page>.png) of the first chapter and of chapters 5, 6
+  and 7, kept as CI artifacts, checked to be real pictures of pages.
 
 The book is built beforehand (`make book`). Without it these tests skip, unless QDM_BOOK_REQUIRED=1
 (CI), which makes a missing book or browser a failure. Chromium is Debian's (`make book` installs
@@ -34,6 +38,12 @@ TOC = Path(os.environ.get("QDM_BOOK_TOC", ROOT / "_toc.yml"))
 SCREENSHOTS = HTML.parent / "screenshots"
 CHROMIUM = os.environ.get("QDM_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("QDM_BOOK_REQUIRED", "") not in ("", "0")
+FAST_BOOK = os.environ.get("QDM_BOOK_FAST", "") not in ("", "0")   # the build under test is a fast one
+# A machine's own folders: never in a page (temporary run folders, the build machine's checkout).
+MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:tmp|work|home|root|Users|private/var|var/folders)/[\w.-]")
+# Chapters 5 and 6 print "FID at N = <n>: <fid> (bound <b>)" after asserting fid < b; full N:
+SAMPLE_CHAPTERS = {"notebooks/05_training_ema": 64, "notebooks/06_sampling": 64}
+SCREENSHOT_PAGES = ["notebooks/05_training_ema", "notebooks/06_sampling", "notebooks/07_evaluation"]
 TIMEOUT = 180            # seconds per browser call: generous, the machine may be busy training
 # Virtual milliseconds the page may run before the DOM is taken: headless Chromium fast-forwards
 # timers, so this costs little real time and lets MathJax finish typesetting.
@@ -241,7 +251,36 @@ def test_page_renders(page):
         if not shown:
             problems.append(f"no figure: none of the page's {len(images)} images is in the build {images[:5]}")
 
+    # No machine paths anywhere on the page (outputs included).
+    problems += [f"machine path: ...{m.string[max(0, m.start() - 60):m.end() + 40]!r}"
+                 for m in MACHINE_PATH.finditer(article.text())]
+
+    # The full build: nothing ran in fast mode; chapters 5 and 6 show samples of trained weights.
+    if not FAST_BOOK and "fast mode (QDM_FAST=1)" in article.text():
+        problems.append("the page ran in fast mode, but the book under test should be the full build")
+    if page in SAMPLE_CHAPTERS:
+        problems += sample_chapter_problems(page, article)
+
     assert not problems, f"{page}.html:\n  " + "\n  ".join(problems)
+
+
+def sample_chapter_problems(page: str, article: "Node") -> list[str]:
+    """Chapters 5 and 6: several figures, and the FID their notebook asserted (printed as
+    'FID at N = n: fid (bound b)') below its bound at the chapter's full N."""
+    problems = []
+    figures = [img for img in article.find_all(lambda n: n.tag == "img")
+               if image_in_build(img.attrs.get("src", ""), HTML / f"{page}.html")]
+    if len(figures) < 3:
+        problems.append(f"{len(figures)} figures; a sample chapter shows at least 3")
+    found = re.findall(r"FID at N = (\d+): ([\d.]+) \(bound (\d+)\)", article.text())
+    if not found:
+        problems.append("no 'FID at N = ...' line: the samples were not scored")
+    for n, fid, bound in found:
+        if float(fid) >= float(bound):
+            problems.append(f"FID {fid} at N = {n} is not below its bound {bound}")
+        if not FAST_BOOK and int(n) != SAMPLE_CHAPTERS[page]:
+            problems.append(f"scored at N = {n}, not the full build's N = {SAMPLE_CHAPTERS[page]}")
+    return problems
 
 
 def image_in_build(src: str, html: Path) -> bool:
@@ -257,12 +296,13 @@ def image_in_build(src: str, html: Path) -> bool:
             and path.is_file() and path.stat().st_size > 0)
 
 
-def test_screenshot():
-    """One notebook page, photographed: the CI artifact, and a check that the page is drawn."""
+@pytest.mark.parametrize("page", [next(p for p in PAGES if p.startswith("notebooks/")), *SCREENSHOT_PAGES],
+                         ids=page_id)
+def test_screenshot(page):
+    """Notebook pages, photographed: the CI artifacts, and a check that each page is drawn."""
     require_book()
     from PIL import Image                                # matplotlib's dependency
 
-    page = next(p for p in PAGES if p.startswith("notebooks/"))
     html = HTML / f"{page}.html"
     assert html.exists(), f"{html} was not built"
     shot = SCREENSHOTS / f"{Path(page).name}.png"

@@ -2,8 +2,9 @@
 the source of truth, and notebooks/NN_name.ipynb, committed without outputs (the book executes it).
 
 These tests fail when a notebook lacks its other half, when a pair has drifted, when a committed
-.ipynb carries outputs, when a notebook does not read the fast/full switch, and when _toc.yml and
-notebooks/ disagree. After editing a .py, re-create its .ipynb with
+.ipynb carries outputs, when a notebook does not start with the Colab cell and the shared set-up
+(qdm.notebook.setup, which reads the fast/full switch), when its code is wider than the page,
+and when _toc.yml and notebooks/ disagree. After editing a .py, re-create its .ipynb with
 
     .venv/bin/jupytext --sync notebooks/*.py
 
@@ -81,9 +82,36 @@ def test_ipynb_is_committed_without_outputs(notebook):
 
 
 @pytest.mark.parametrize("script", percent_scripts(), ids=lambda p: p.name)
-def test_notebook_reads_the_fast_switch(script):
-    assert "qdm.fast_mode()" in script.read_text(), \
-        f"{script.name} must read FAST = qdm.fast_mode() once at the top and pick its sizes from it"
+def test_notebook_uses_the_shared_setup(script):
+    """One set-up for every notebook (qdm.notebook.setup: the repository root, inline figures, the
+    fast/full switch read in one place), not a copied set-up cell."""
+    text = script.read_text()
+    assert "from qdm.notebook import setup" in text and "FAST = setup()" in text, \
+        f"{script.name} must start with `from qdm.notebook import setup` and `FAST = setup()`"
+    assert "os.chdir(" not in text and "qdm.fast_mode()" not in text, \
+        f"{script.name} repeats what qdm.notebook.setup does (os.chdir, qdm.fast_mode())"
+
+
+@pytest.mark.parametrize("script", percent_scripts(), ids=lambda p: p.name)
+def test_first_cell_installs_on_colab_only(script):
+    """The first code cell fetches qdm on Colab (its launch button opens the bare notebook) and
+    does nothing elsewhere; the book hides it."""
+    code = [c for c in jupytext.read(script).cells if c.cell_type == "code"]
+    first = code[0]
+    assert 'if "google.colab" in sys.modules:' in first.source, \
+        f"{script.name}: the first code cell must be the Colab set-up, guarded by google.colab"
+    assert "remove-cell" in first.metadata.get("tags", []), f"{script.name}: tag the Colab cell remove-cell"
+    setup_cell = code[1].source
+    assert "FAST = setup()" in setup_cell, f"{script.name}: the second code cell must call setup()"
+
+
+@pytest.mark.parametrize("script", percent_scripts(), ids=lambda p: p.name)
+def test_code_fits_the_page(script):
+    """Code lines of at most 100 characters (black -l 100): longer ones overflow the book's code
+    boxes."""
+    long = [(i, line) for i, c in enumerate(jupytext.read(script).cells) if c.cell_type == "code"
+            for line in c.source.splitlines() if len(line) > 100]
+    assert not long, f"{script.name}: code lines over 100 characters (cell, line): {long[:5]}"
 
 
 def toc_files(entry) -> list[str]:
@@ -110,3 +138,4 @@ def test_toc_lists_existing_files_and_every_notebook():
     assert not unlisted, f"notebooks missing from _toc.yml: {unlisted}"
     numbered = [f for f in listed if f.startswith("notebooks/")]
     assert numbered == sorted(numbered), f"_toc.yml must list the notebooks in order: {numbered}"
+    assert len({Path(f).name[:2] for f in numbered}) == len(numbered), f"two notebooks share a number: {numbered}"

@@ -1,0 +1,115 @@
+"""The landing page's own files in results/, made from committed results and the package:
+
+* dead_weights.png: what the paper's circuit does with its trainable weights (nothing), beside a
+  trainable ansatz;
+* landing_samples.png: the paper recipe's samples beside the qdm recipe's best, each titled with
+  its FID from the committed tables;
+* table1_headline.md: Table I's digit-0 FID row by row (the paper, ours with each recipe, the
+  floor and the ceiling), read from results/table1.csv and results/table1_qdm.csv.
+
+Written once and committed, like every file in results/; rerun after the results change:
+
+    python book/landing_figures.py
+"""
+import csv
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from qdm.quantum import circuit_outputs, weight_shape  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+QUBITS, LAYERS, DRAWS = 16, 3, 20
+
+
+def outputs(ansatz: str, x: torch.Tensor) -> torch.Tensor:
+    """<Z_i> of the circuit for one input x and DRAWS random weight sets: (DRAWS, QUBITS)."""
+    g = torch.Generator().manual_seed(1)
+    shape = weight_shape(ansatz, QUBITS, LAYERS)
+    draws = [torch.rand(shape, generator=g, dtype=torch.float64) * 2 * math.pi for _ in range(DRAWS)]
+    return torch.cat([circuit_outputs(x, w, ansatz) for w in draws]).detach()
+
+
+def table_rows(name: str, column: str = "0") -> dict:
+    """{(metric, row): value} of column ``column`` of results/<name>.csv (a written table)."""
+    with open(ROOT / "results" / f"{name}.csv", newline="") as f:
+        return {(r["metric"], r["row"]): float(r[column]) for r in csv.DictReader(f) if r[column]}
+
+
+def long_run_fid(run: str) -> tuple[float, int]:
+    """(FID, steps) of the DDPM-1000 point of a long run in results/learning_curves.csv."""
+    with open(ROOT / "results" / "learning_curves.csv", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["run"].endswith(run) and r["sampler"] == "ddpm-1000")
+    return float(row["FID"]), int(row["step"])
+
+
+def samples_figure() -> Path:
+    paper = plt.imread(ROOT / "results" / "table1_figures" / "mnist-0-classical-seed0.png")
+    best = plt.imread(ROOT / "results" / "qdm-0-e200_samples.png")
+    fid_paper = table_rows("table1")[("FID", "ours classical")]
+    fid_best, steps = long_run_fid("qdm-0-e200")
+    floor = table_rows("table1")[("FID", "ours real-vs-real")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    axes[0].imshow(paper[int(0.1 * paper.shape[0]):, : paper.shape[1] // 2])   # its generated half
+    with open(ROOT / "results" / "table1_cells.csv", newline="") as f:
+        paper_steps = next(int(r["steps"]) for r in csv.DictReader(f) if r["cls"] == "0")
+    axes[0].set_title(f"the paper's recipe ({paper_steps:,} steps)\nFID {fid_paper:.1f}")
+    axes[1].imshow(best)
+    axes[1].set_title(f"the qdm recipe ({steps:,} steps)\nFID {fid_best:.1f}")
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(f"digit 0, classical model, DDPM-1000 samples; FID at N = 1000 "
+                 f"(real vs real: {floor:.1f})")
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    path = ROOT / "results" / "landing_samples.png"
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def headline() -> Path:
+    paper, qdm_recipe = table_rows("table1"), table_rows("table1_qdm")
+    rows = [("the paper, classical (5 images)", paper[("FID", "paper classical")]),
+            ("the paper, quantum (5 images)", paper[("FID", "paper quantum")]),
+            ("ours, the paper's recipe, classical", paper[("FID", "ours classical")]),
+            ("ours, the qdm recipe, classical", qdm_recipe[("FID", "ours classical")]),
+            ("ours, the qdm recipe, quantum", qdm_recipe[("FID", "ours quantum")]),
+            ("real vs real (the floor)", paper[("FID", "ours real-vs-real")]),
+            ("noise vs real (the ceiling)", paper[("FID", "ours noise-vs-real")])]
+    lines = ["| Table I, digit 0 | FID |", "|---|---:|"] + [f"| {name} | {v:.1f} |" for name, v in rows]
+    path = ROOT / "results" / "table1_headline.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> list[Path]:
+    return [dead_weights(), samples_figure(), headline()]
+
+
+def dead_weights() -> Path:
+    x = (torch.rand(1, QUBITS, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1) * 2.5
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    titles = {"paper": "the paper's circuit (RZ ansatz)", "ry": "a trainable ansatz (RY)"}
+    for ax, (ansatz, title) in zip(axes, titles.items()):
+        out = outputs(ansatz, x)
+        spread = (out.max(0).values - out.min(0).values).max().item()
+        for row in out:
+            ax.plot(range(QUBITS), row, "o-", ms=3, lw=0.8, alpha=0.6)
+        ax.set(title=f"{title}\nlargest spread over {DRAWS} weight draws: {spread:.1e}",
+               xlabel="qubit i", xticks=range(0, QUBITS, 3))
+    axes[0].set_ylabel(r"output $\langle Z_i \rangle$ for one input")
+    fig.suptitle(f"{DRAWS} random sets of the {math.prod(weight_shape('paper', QUBITS, LAYERS))} "
+                 "trainable angles, one fixed input: the paper's circuit ignores its weights")
+    fig.tight_layout()
+    path = ROOT / "results" / "dead_weights.png"
+    fig.savefig(path, dpi=110)
+    return path
+
+
+if __name__ == "__main__":
+    for path in main():
+        print(f"wrote {path.relative_to(ROOT)}")
