@@ -1,4 +1,4 @@
-"""The matrix-product-state simulator (qdm.mps): equal to the statevector and to PennyLane for
+"""The matrix-product-state simulator (qdm.quantum.mps): equal to the statevector and to PennyLane for
 outputs and gradients, the bond bound against the statevector's Schmidt ranks, exact sampling,
 exactness at 128 qubits, and any device."""
 
@@ -6,10 +6,9 @@ import pytest
 import torch
 from scipy import stats
 
-from qdm.mps import circuit_mps, sample_bits, site_sizes, z_strings
-from qdm.noise import final_state
-from qdm.quantum import (chain_permutation, circuit_outputs, closed_form_outputs, exact_simulator,
+from qdm.quantum import (chain_permutation, circuit_outputs, closed_form_outputs, exact_simulator, final_state,
                          layer_gates, mps_outputs, statevector_outputs, weight_shape)
+from qdm.quantum.mps import circuit_mps, one_thread, sample_bits, site_sizes, z_strings
 
 from test_quantum import outputs_and_grads, random_case  # noqa: E402  (the same random circuits)
 
@@ -139,13 +138,13 @@ def test_sampled_bitstrings_follow_the_statevector_distribution(ansatz):
 def test_shots_come_from_the_same_mps_straight_through(monkeypatch):
     """Shots with the MPS: one simulation gives the expectation (and its gradient) and the
     bitstrings; estimates are means of S signs around the exact expectation."""
-    import qdm.noise
+    import qdm.quantum.noisy
     n, L, S, K = 6, 3, 50, 2000
     x, w = random_case("rz_ry", n, L, batch=1, seed=4)
     exact = mps_outputs(x, w, "rz_ry")
     calls = []
-    monkeypatch.setattr(qdm.noise, "circuit_mps", lambda *a: calls.append(1) or circuit_mps(*a))
-    monkeypatch.setattr(qdm.noise, "final_state", lambda *a: pytest.fail("a second simulation"))
+    monkeypatch.setattr(qdm.quantum.noisy, "circuit_mps", lambda *a: calls.append(1) or circuit_mps(*a))
+    monkeypatch.setattr(qdm.quantum.noisy, "final_state", lambda *a: pytest.fail("a second simulation"))
     xs = x.detach().repeat(K, 1).requires_grad_()
     torch.manual_seed(0)
     est = circuit_outputs(xs, w, "rz_ry", shots=S, simulator="mps")
@@ -197,8 +196,7 @@ def test_mps_allocates_on_the_input_device(ansatz, n):
 
 
 def test_one_thread_gives_the_same_outputs_and_gradients():
-    """mps_outputs runs on one CPU thread (qdm.mps.one_thread), forward and backward."""
-    from qdm.mps import one_thread
+    """mps_outputs runs on one CPU thread (qdm.quantum.mps.one_thread), forward and backward."""
     x, w = random_case("rz_ry", 9, 3, batch=3, seed=9)
     before = torch.get_num_threads()
     torch.set_num_threads(2)

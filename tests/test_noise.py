@@ -1,4 +1,4 @@
-"""Quantum-generated noise and noise scheduling (qdm.noise): every option against its reference
+"""Quantum-generated noise and noise scheduling (qdm.quantum.noisy, qdm.quantum.epsilon, qdm.timesteps): every option against its reference
 (PennyLane default.qubit with shots, default.mixed, closed forms, N(0, 1)), and every option
 off by default leaving the old code path."""
 import json
@@ -8,19 +8,21 @@ import pytest
 import torch
 from scipy import stats
 
-import qdm.noise as noise
+import qdm.quantum.gate
+import qdm.quantum.noisy as noise
 from qdm.diffusion import Diffusion
 from qdm.errors import UserError
-from qdm.noise import (bits_to_uniform, final_state, multinomial_counts, noise_level, noisy_outputs,
-                       paper_channel_exponents, paper_noisy_expectation, paper_probabilities,
-                       quantum_bits, quantum_randn, sample_t, shots_at, t_probabilities)
-from qdm.quantum import QuantumGate, circuit_outputs, statevector_outputs, weight_shape
+from qdm.quantum import QuantumGate, bit_table, circuit_outputs, final_state, statevector_outputs, weight_shape
+from qdm.quantum.epsilon import bits_to_uniform, hadamard_bit_probability, quantum_bits, quantum_randn, quantum_uniform
+from qdm.quantum.noisy import (multinomial_counts, noisy_outputs, paper_channel_exponents, paper_noisy_expectation,
+                               paper_probabilities, shots_at)
+from qdm.timesteps import noise_level, sample_t, t_probabilities
 from qdm.schedule import make_schedule, sigmoid_alpha_bar, sigmoid_betas
 from qdm.train import TrainConfig, make_diffusion
 from qdm.unet import UNet
 
 N, L = 4, 3
-SIGNS = 1.0 - 2.0 * noise._bit_table(N).double()       # Z_i on each basis state
+SIGNS = 1.0 - 2.0 * bit_table(N).double()       # Z_i on each basis state
 
 
 def case(ansatz, seed=0, n=N, layers=L):
@@ -41,7 +43,7 @@ def test_defaults_are_off_and_leave_the_old_path(monkeypatch):
     assert (cfg.eps_source, cfg.t_sampling, cfg.t_reweight, cfg.quantum) == ("torch", "uniform", False, {})
     gate = QuantumGate(channels=8, n_qubits=N, n_layers=2, ansatz="ry")
     assert (gate.shots, gate.channel, gate.noise_p, gate.noise_schedule) == (None, None, 0.0, "constant")
-    monkeypatch.setattr(noise, "noisy_outputs", lambda *a, **k: pytest.fail("noise path taken"))
+    monkeypatch.setattr(qdm.quantum.gate, "noisy_outputs", lambda *a, **k: pytest.fail("noise path taken"))
     h, t = torch.randn(3, 8, 7, 7), torch.tensor([0, 500, 999])
     x = gate.to_qubits(h.mean(dim=(2, 3)))
     expected = h * gate.from_qubits(circuit_outputs(x, gate.weights, "ry")).view(3, 8, 1, 1)
@@ -223,7 +225,7 @@ def test_trajectories_average_to_default_mixed(ansatz, channel):
 def test_trajectory_simulator_without_errors_is_the_exact_circuit():
     for ansatz in ["paper", "ry", "rz_ry"]:
         x, w = case(ansatz, seed=15, n=5)
-        z = exact_probs(x, w, ansatz) @ (1.0 - 2.0 * noise._bit_table(5).double())
+        z = exact_probs(x, w, ansatz) @ (1.0 - 2.0 * bit_table(5).double())
         assert torch.allclose(z, circuit_outputs(x, w, ansatz), atol=1e-12)
         assert torch.allclose(circuit_outputs(x, w, ansatz, channel="depolarizing", p=0.0),
                               circuit_outputs(x, w, ansatz), atol=1e-12)
@@ -285,7 +287,7 @@ def test_weighted_t_sampling_and_importance_weights():
 def test_bits_to_uniform_midpoints():
     bits = torch.tensor([[(j >> (2 - i)) & 1 for i in range(3)] for j in range(8)], dtype=torch.uint8)
     assert bits_to_uniform(bits, 3).tolist() == [(j + 0.5) / 8 for j in range(8)]
-    assert noise.hadamard_bit_probability() == pytest.approx(0.5, abs=1e-15)
+    assert hadamard_bit_probability() == pytest.approx(0.5, abs=1e-15)
 
 
 def test_quantum_epsilon_is_standard_normal():
@@ -305,7 +307,7 @@ def test_packed_uniforms_are_bits_read_as_binary_numbers():
     bits = quantum_bits(16 * 20_000, g)
     assert stats.binomtest(int(bits.sum()), len(bits), 0.5).pvalue > 1e-3
     by_bits = bits_to_uniform(bits.view(20_000, 16), 16)
-    packed = noise.quantum_uniform(20_000, g, bits=16)
+    packed = quantum_uniform(20_000, g, bits=16)
     assert torch.equal(packed * 2 ** 16 - 0.5, (packed * 2 ** 16 - 0.5).round())   # on the 2^16 midpoints
     assert stats.ks_2samp(by_bits.numpy(), packed.numpy()).pvalue > 1e-3
     assert stats.kstest(packed.numpy(), "uniform").pvalue > 1e-3
@@ -344,6 +346,16 @@ def test_diffusion_uses_the_quantum_source_for_training_and_sampling():
 def test_bad_noise_options_are_user_errors(kwargs, match):
     with pytest.raises(UserError, match=match):
         QuantumGate(n_qubits=N, **kwargs)
+
+
+def test_a_channel_probability_needs_a_channel():
+    with pytest.raises(UserError, match="needs a channel"):
+        QuantumGate(n_qubits=N, noise_p=0.1)
+    x, w = case("ry")
+    for backend in ("exact", "pennylane"):
+        with pytest.raises(UserError, match="needs a channel"):
+            circuit_outputs(x, w, "ry", backend, p=0.1)
+    assert torch.equal(circuit_outputs(x, w, "ry", p=torch.zeros(1)), circuit_outputs(x, w, "ry"))
 
 
 def test_bad_eps_source_and_t_sampling():

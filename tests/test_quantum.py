@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from qdm import quantum
+from qdm.quantum import statevector
 from qdm.errors import UserError
 from qdm.quantum import (QuantumGate, chain_permutation, circuit_outputs, closed_form_outputs,
-                         parity_sets, statevector_outputs, weight_shape)
+                         exact_simulator, parity_sets, statevector_outputs, weight_shape)
 from qdm.unet import UNet
 
 ANSATZE = ["paper", "rz_ry", "ry"]
@@ -55,6 +55,13 @@ def test_exact_matches_pennylane_outputs_and_gradients(ansatz, n, L):
     assert ref[1].abs().max() > 1e-3
     if ansatz != "paper":
         assert ref[2].abs().max() > 1e-3
+
+
+def test_lightning_adjoint_matches_exact():
+    """PennyLane's C++ simulator with the adjoint method (its values carry errors of ~3e-8)."""
+    x, w = random_case("ry", 6, 3, batch=2, seed=5)
+    got = outputs_and_grads(pennylane("ry", pl_device="lightning.qubit", diff_method="adjoint"), x, w)
+    assert_close(got, outputs_and_grads(exact("ry"), x, w), tol=1e-6)
 
 
 @pytest.mark.parametrize("ansatz", ["rz_ry", "ry"])
@@ -153,7 +160,7 @@ def test_shots_with_backprop_is_a_user_error():
 
 # --- the simulator's memory handling ------------------------------------------------------------
 def test_chunked_batches_and_overlapping_graphs_give_the_same_gradients(monkeypatch):
-    monkeypatch.setattr(quantum._Simulator, "CHUNK", 3 * 2 ** 5)    # chunks of 3 samples
+    monkeypatch.setattr(statevector._Simulator, "CHUNK", 3 * 2 ** 5)    # chunks of 3 samples
     x, w = random_case("rz_ry", 5, 3, batch=7, seed=21)
     ref = outputs_and_grads(pennylane("rz_ry"), x, w)
     # two forward passes alive at once, then both backward passes (buffers must not be shared)
@@ -165,6 +172,21 @@ def test_chunked_batches_and_overlapping_graphs_give_the_same_gradients(monkeypa
     torch.autograd.grad(z2.sum(), [x, w])
     assert_close((z1.detach(), *g1), ref)
     assert_close((z3,), ref[:1])
+
+
+def test_buffer_pool_shrinks_to_what_the_calls_use():
+    """Big buffers come back to the pool for the next call; one no call has taken for
+    KEEP_CALLS calls is let go (a training-size state is not held for ever)."""
+    pool = statevector._BufferPool()
+    big = pool.take(3, 1000, torch.float32, torch.device("cpu"))
+    pool.give_back(big)
+    assert pool.held_bytes() == 3 * 4000
+    again = pool.take(1, 500, torch.float32, torch.device("cpu"))      # reuses the smallest that fits
+    assert again[0]._base is not None and again[0]._base.data_ptr() in {b._base.data_ptr() for b in big}
+    pool.give_back(again)
+    for _ in range(pool.KEEP_CALLS + 1):
+        pool.give_back(pool.take(1, 100, torch.float32, torch.device("cpu")))
+    assert pool.held_bytes() == 4000                                  # only the one still in use
 
 
 # --- the gate -----------------------------------------------------------------------------------
@@ -229,7 +251,7 @@ def test_gate_simulators_agree(ansatz):
     a = QuantumGate(channels=8, n_qubits=16, n_layers=3, ansatz=ansatz)
     b = QuantumGate(channels=8, n_qubits=16, n_layers=3, ansatz=ansatz, simulator="statevector")
     b.load_state_dict(a.state_dict())
-    assert a.config()["simulator"] == "auto" and quantum.exact_simulator(16, 3) == "mps"
+    assert a.config()["simulator"] == "auto" and exact_simulator(16, 3) == "mps"
     h = torch.randn(3, 8, 7, 7)
     assert (a(h) - b(h)).abs().max() < 1e-5
 
