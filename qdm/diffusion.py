@@ -22,7 +22,7 @@ def _at(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 class Diffusion:
     """noise: the source of epsilon, noise(shape, generator, device) -> tensor (e.g.
-    qdm.noise.quantum_randn); None (the default) is torch.randn."""
+    qdm.quantum.epsilon.quantum_randn); None (the default) is torch.randn."""
 
     def __init__(self, schedule: NoiseSchedule, noise=None):
         self.schedule = schedule
