@@ -7,9 +7,10 @@
 2. The circuit alone at 16 qubits, L = 3, batch 64: forward, and forward + gradient w.r.t.
    inputs and weights. The MPS, the statevector, and the peers: PennyLane lightning.qubit
    (adjoint; its Jacobian comes with the forward) and default.qubit (backprop), and
-   tensorcircuit-ng when it is installed. The peers take a second or more per circuit through
-   PennyLane's per-tape overhead, so they are timed on --peer-batch samples and scaled to 64
-   (PennyLane runs a batch as independent tapes: time is linear in the batch).
+   tensorcircuit-ng on JAX (jit, vmap over the batch) where it is installed. The PennyLane peers
+   take a second or more per circuit through PennyLane's per-tape overhead, so they are timed on
+   --peer-batch samples and scaled to 64 (PennyLane runs a batch as independent tapes: time is
+   linear in the batch); tensorcircuit-ng on the full batch.
 3. The MPS at 16, 32, 64, 128 qubits (no statevector fits 2^32 amplitudes per sample).
 
 The fast cases are timed in interleaved rounds (random order in each) and reported as medians,
@@ -40,6 +41,7 @@ TRAINABLE = ("ry", "rz_ry")
 GOAL_X_CLASSICAL = 1.1          # trainable-ansatz train step, at most this many classical steps
 GOAL_X_PEER = 5.0               # circuit alone at 16 qubits: at least this many times the fastest peer
 GOAL_SECONDS_128 = 1.0          # 128 qubits, forward + gradient
+TC = "tensorcircuit-ng (JAX, jit)"
 
 
 def model_step(model: str, quantum: dict | None = None):
@@ -105,13 +107,21 @@ def once(step, warmup: bool = True) -> float:
     return time.perf_counter() - t0
 
 
-def tensorcircuit_step(ansatz: str, grad: bool, batch: int):
-    """The circuit in tensorcircuit-ng (torch backend, vmapped), or None if it is not installed."""
+def tensorcircuit_step(ansatz: str, grad: bool, batch: int = BATCH):
+    """The circuit in tensorcircuit-ng on JAX (vmapped over the batch, jit-compiled, complex64):
+    the statevector by tensor contraction, <Z_i> = |psi|^2 @ signs; forward, or the value and
+    gradient w.r.t. inputs and weights. None if tensorcircuit-ng or JAX is not installed (both
+    optional, benchmark-only: pip install -c requirements.txt tensorcircuit-ng jax jaxlib)."""
     try:
+        import jax
+        import numpy as np
         import tensorcircuit as tc
     except ImportError:
         return None
-    K = tc.set_backend("pytorch")
+    K = tc.set_backend("jax")
+    tc.set_dtype("complex64")
+    y = np.arange(2 ** QUBITS)[:, None] >> (QUBITS - 1 - np.arange(QUBITS))
+    signs = jax.numpy.asarray(1.0 - 2.0 * (y & 1), dtype="float32")     # Z_i on each basis state
 
     def one(x, w):
         c = tc.Circuit(QUBITS)
@@ -124,22 +134,22 @@ def tensorcircuit_step(ansatz: str, grad: bool, batch: int):
                 c.ry(i, theta=w[layer, i, -1])
             for i in range(QUBITS - 1):
                 c.cnot(i, i + 1)
-        return K.stack([K.real(c.expectation_ps(z=[i])) for i in range(QUBITS)])
+        return (K.abs(c.state()) ** 2) @ signs
 
-    f = K.vmap(one, vectorized_argnums=0)
-    g = torch.Generator().manual_seed(0)
-    x = (torch.rand(batch, QUBITS, generator=g) * 2 - 1).requires_grad_(grad)
-    w = (torch.rand(weight_shape(ansatz, QUBITS, LAYERS), generator=g) * 6.28).requires_grad_(grad)
-
-    def step():
-        z = f(x, w)
-        if grad:
-            z.sum().backward()
-    return step
+    outputs = K.vmap(one, vectorized_argnums=0)
+    g = torch.Generator().manual_seed(0)     # the inputs as arguments: constants would be folded at compile time
+    x = jax.numpy.asarray((torch.rand(batch, QUBITS, generator=g) * 2 - 1).numpy())
+    w = jax.numpy.asarray((torch.rand(weight_shape(ansatz, QUBITS, LAYERS), generator=g) * 6.28).numpy())
+    v = jax.numpy.asarray(torch.randn(batch, QUBITS, generator=g).numpy())
+    if grad:
+        fn = K.jit(K.value_and_grad(lambda x, w, v: K.sum(outputs(x, w) * v), argnums=(0, 1)))
+    else:
+        fn = K.jit(lambda x, w, v: outputs(x, w))
+    return lambda: jax.block_until_ready(fn(x, w, v))
 
 
 def run(rounds: int, peer_batch: int) -> dict:
-    r = {"model": {}, "model_x": {}, "circuit": {}, "peers": {}, "widths": {}, "notes": []}
+    r = {"model": {}, "model_x": {}, "model_x_iqr": {}, "circuit": {}, "peers": {}, "widths": {}, "notes": []}
     # 1. train steps: the goal cases interleaved with the classical step, then the statevector
     # (whose big buffers would slow whatever runs after it) with the classical step again
     base = dict(n_qubits=QUBITS, n_layers=LAYERS)
@@ -155,8 +165,10 @@ def run(rounds: int, peer_batch: int) -> dict:
         times = interleaved(cases, n_rounds)
         classical = times[("classical", "-", "-")]
         for key, t in times.items():
+            ratios = [a / b for a, b in zip(t, classical)]
             r["model"].setdefault(key, statistics.median(t))
-            r["model_x"].setdefault(key, statistics.median([a / b for a, b in zip(t, classical)]))
+            r["model_x"].setdefault(key, statistics.median(ratios))
+            r["model_x_iqr"].setdefault(key, statistics.quantiles(ratios, n=4)[::2])
     print("train steps", {k: round(v, 4) for k, v in r["model"].items()}, flush=True)
     # 2. the circuit alone at 16 qubits, ours
     for sim in ("mps", "statevector"):
@@ -177,29 +189,36 @@ def run(rounds: int, peer_batch: int) -> dict:
                 step = circuit_step(a, grad=grad, batch=peer_batch, dtype=torch.float64, backend="pennylane", **kw)
                 r["peers"][(name, a, grad)] = once(step) * scale
                 print(name, a, grad, round(r["peers"][(name, a, grad)], 3), flush=True)
-        for grad in (False, True):
-            step = tensorcircuit_step(a, grad, peer_batch)
+        for grad in (False, True):              # the full batch: jit and vmap are not linear in it
+            step = tensorcircuit_step(a, grad)
             if step is not None:
-                r["peers"][("tensorcircuit-ng", a, grad)] = once(step) * scale
-    if not any(k[0] == "tensorcircuit-ng" for k in r["peers"]):
-        r["notes"].append("tensorcircuit-ng is not installed: skipped (not added as a dependency).")
-    r["notes"].append(f"Peers timed on a batch of {peer_batch} and scaled to {BATCH} (x{scale:g}); float64 "
-                      "(PennyLane's default), ours float32 as in training.")
+                step()                              # compiles
+                r["peers"][(TC, a, grad)] = statistics.median(once(step, warmup=False) for _ in range(5))
+                print(TC, a, grad, round(r["peers"][(TC, a, grad)], 3), flush=True)
+    if any(k[0] == TC for k in r["peers"]):
+        r["notes"].append(f"{TC}: timed on the full batch of {BATCH} (median of 5 calls after the "
+                          "compiling one), complex64; JAX on all cores.")
+    else:
+        r["notes"].append("tensorcircuit-ng is not installed: skipped (an optional, benchmark-only "
+                          "dependency: pip install -c requirements.txt tensorcircuit-ng jax jaxlib).")
+    r["notes"].append(f"PennyLane peers timed on a batch of {peer_batch} and scaled to {BATCH} (x{scale:g}); "
+                      "float64 (PennyLane's default), ours float32 as in training.")
     return r
 
 
 def report(r: dict) -> str:
     out = ["### Train step (batch 64, 16 qubits, L = 3)", "",
            "x classical: the median over rounds of this step's time / the classical step's in the same round "
-           "(the statevector rows in a second series of rounds).", "",
-           "| model | ansatz | simulator | seconds (median) | x classical step | goal | pass |",
-           "|---|---|---|---:|---:|---|---|"]
+           "(the statevector rows in a second series of rounds); middle half: the quartiles of that ratio "
+           "over the rounds, the spread the machine's noise gives it.", "",
+           "| model | ansatz | simulator | seconds (median) | x classical step | middle half of rounds | goal | pass |",
+           "|---|---|---|---:|---:|---:|---|---|"]
     for key, s in r["model"].items():
-        (model, a, sim), x = key, r["model_x"][key]
+        (model, a, sim), x, (q1, q3) = key, r["model_x"][key], r["model_x_iqr"][key]
         goal = ok = ""
         if a in TRAINABLE and sim == "mps":
             goal, ok = f"<= {GOAL_X_CLASSICAL}x classical", "pass" if x <= GOAL_X_CLASSICAL else "FAIL"
-        out.append(f"| {model} | {a} | {sim} | {s:.4f} | {x:.3f} | {goal} | {ok} |")
+        out.append(f"| {model} | {a} | {sim} | {s:.4f} | {x:.3f} | {q1:.2f}-{q3:.2f} | {goal} | {ok} |")
     classical = r["model"][("classical", "-", "-")]
     shares = ", ".join(f"{a} {r['circuit'][(a, 'mps', True)] / classical:.1%}" for a in TRAINABLE)
     out += ["", f"The circuit's own forward + gradient (below) is, of the classical step's median: {shares}. "
