@@ -147,12 +147,12 @@ def environments(mps: MPS) -> tuple[torch.Tensor, torch.Tensor]:
     g = p.bit_length() - 1
     par = (1.0 - 2.0 * (bit_table(g).sum(1) % 2)).to(A.device, A.real.dtype)   # (-1)^(parity of y)
     par = par.view(1, p, 1).expand(D, p, D).contiguous()     # full rows: fast where (p, 1) is not
-    sites, zsites = A.unbind(1), (A * par).unbind(1)
+    sites, zsites = A.unbind(1), (A[:, :-1] * par).unbind(1)     # no E after the last site
     E = torch.outer(mps.left.conj(), mps.left).expand(B, D, D)
-    EA = []
-    for a, az in zip(sites, zsites):
-        EA.append((E @ a.reshape(B, D, p * D)).view(B, D * p, D))
+    EA = [(E @ sites[0].reshape(B, D, p * D)).view(B, D * p, D)]
+    for a, az in zip(sites[1:], zsites):
         E = az.reshape(B, D * p, D).mH @ EA[-1]
+        EA.append((E @ a.reshape(B, D, p * D)).view(B, D * p, D))
     R = [torch.outer(mps.right, mps.right.conj()).expand(B, D, D)]
     for a in sites[:0:-1]:
         R.append((a.reshape(B, D * p, D) @ R[-1]).view(B, D, p * D) @ a.reshape(B, D, p * D).mH)
