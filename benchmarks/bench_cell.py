@@ -33,7 +33,8 @@ from qdm.checkpoint import write_text
 from qdm.data import load_images
 from qdm.inference import for_sampling
 from qdm.train import ema_update, make_config, make_diffusion, build_model
-from qdm.reproduce import QUANTUM_CELLS, score
+from qdm.presets import get_preset
+from qdm.reproduce import score
 
 PRESET_STEPS = {"paper": 2670, "qdm": 8900}     # digit 0: 30 and 100 epochs of 89 batches
 
@@ -51,7 +52,7 @@ def timed(fn, repeat: int) -> float:
 
 def train_step(preset: str, model_kind: str, bf16: bool):
     """One of train()'s steps for the preset's network, as a function of no arguments."""
-    cfg = make_config(preset, model=model_kind, quantum=QUANTUM_CELLS.get(preset, {}) if model_kind == "quantum" else {})
+    cfg = make_config(preset, model=model_kind, quantum=get_preset(preset).quantum_cells if model_kind == "quantum" else {})
     torch.manual_seed(0)
     model = build_model(cfg)
     if bf16:

@@ -15,22 +15,27 @@ difference from its reference variant with the standard error of that difference
 merging, under the study's lock, the cells and floors that other processes recorded meanwhile.
 """
 import csv
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from qdm import metrics
 from qdm.checkpoint import atomic_write, csv_text, write_text
 from qdm.data import check_dataset
 from qdm.errors import UserError
 from qdm.gates import gate_parameters, inert_parameters
+from qdm.experiments.cells import run_cell
+from qdm.experiments.grid import check_executor, run_grid
+from qdm.experiments.ledger import cells_csv, merge_recorded, parse_value, recorded_cells
+from qdm.experiments.protocol import protocol, protocol_flags, results_name
+from qdm.experiments.scoring import inception_once, reference_rows
+from qdm.experiments.stats import beyond_2se, difference, mean_std, pooled_difference
 from qdm.locks import cell_lock, ledger_lock
-from qdm.reproduce import (beyond_2se, cells_csv, difference, mean_std, merge_recorded, parse_value, pooled_difference,
-                           protocol, recorded_cells, reference_rows, results_name, run_cell)
-from qdm.train import PRESETS, TrainConfig, build_model, make_config, resolve_device
+from qdm.presets import PAPER_CIRCUIT, PRESETS as ALL_PRESETS, get_preset
+from qdm.train import TrainConfig, build_model, make_config, resolve_device
 
 DATASET = "mnist"
-PAPER_QUANTUM = {"ansatz": "paper", "detach_input": True}    # Table I's quantum model (the official code)
+PAPER_QUANTUM = PAPER_CIRCUIT    # Table I's quantum model (the official code)
 GATES = {   # name -> (TrainConfig.model, more TrainConfig values, what it is)
     "classical": ("classical", {}, "no gate (identity)"),
     "quantum-paper-detached": ("quantum", {"quantum": PAPER_QUANTUM},
@@ -66,7 +71,7 @@ NOISE = {   # the paper's quantum model with each quantum noise option of qdm.no
     "eps-quantum": ("quantum", {"quantum": PAPER_QUANTUM, "eps_source": "quantum"},
                     "diffusion noise epsilon from measured |+> bits (qdm.noise.quantum_randn)"),
 }
-QDM_RECIPE = {k: PRESETS["qdm"][k] for k in ("lr", "lr_schedule", "warmup_steps", "grad_clip", "ema_warmup", "unet")}
+QDM_RECIPE = {k: ALL_PRESETS["qdm"].train[k] for k in ("lr", "lr_schedule", "warmup_steps", "grad_clip", "ema_warmup", "unet")}
 PAPER_RECIPE = {k: getattr(TrainConfig(), k) for k in QDM_RECIPE}    # the same keys as the paper trained them
 
 
@@ -161,10 +166,11 @@ MODEL_COLORS = {"classical": "tab:gray", "quantum": "tab:purple"}    # other gat
 def plot_study(rows: list[dict], title: str, path: Path, models: dict) -> None:
     """FID per variant as bars (mean over seeds, error bars: seed std; colour: the variant's
     model, ``models``), one panel per digit, the real-vs-real floor as a dashed line."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     digits = list(dict.fromkeys(r["digit"] for r in rows))
     width = max(5.0, 0.6 * len(models))
-    fig, axes = plt.subplots(1, len(digits), figsize=(1 + width * len(digits), 4.8), squeeze=False)
+    fig = Figure(figsize=(1 + width * len(digits), 4.8))
+    axes = fig.subplots(1, len(digits), squeeze=False)
     for ax, d in zip(axes[0], digits):
         mine = [r for r in rows if r["digit"] == d and r["variant"] != "real-vs-real"]
         floor = next(r["FID"] for r in rows if r["digit"] == d and r["variant"] == "real-vs-real")
@@ -177,7 +183,6 @@ def plot_study(rows: list[dict], title: str, path: Path, models: dict) -> None:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
 
 
 def study_name(study: str, preset: str, proto: dict | None = None) -> str:
@@ -267,12 +272,29 @@ def record_study(study: str, cells: dict, floors: dict, variants: list, counts: 
                                   preset, results, others)
 
 
+def run_study_cell(task: tuple, *, root: Path, study: str, preset: str, proto: dict, device, data_dir,
+                   progress: bool, fid_model=None) -> dict | None:
+    """One (digit, variant, seed) cell under its lease (the lock reproduce's cells take); None when
+    another process holds it."""
+    cls, variant, seed = task
+    model, overrides, _ = STUDIES[study][0][variant]
+    name = f"{DATASET}-{cls}-{variant}-seed{seed}"
+    with cell_lock(root / "locks" / f"{name}.lock") as mine:
+        if not mine:
+            return None
+        return {"variant": variant, **run_cell(root / name, preset, DATASET, cls, model, seed, proto,
+                                               fid_model or inception_once(device), device, data_dir,
+                                               progress=progress, overrides=overrides)}
+
+
 def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "paper",
            proto: dict | None = None, runs_dir="runs/ablations", results_dir=None, device="auto",
-           data_dir=None, progress=True, study: str = "ablations") -> Path:
+           data_dir=None, progress=True, study: str = "ablations", jobs: int = 1, executor: str = "local",
+           cluster: str | None = None, slurm: dict | None = None) -> Path | None:
     """Train and evaluate every (digit, variant, seed) cell of MNIST for a study of ``STUDIES``
-    (variants None: all of the study's), resumably; returns the path of <study>.md. Results go
-    to results/ for real presets and to <runs_dir>/<preset>/results for "fast"."""
+    (variants None: all of the study's), resumably, through qdm.experiments.grid; returns the path of
+    <study>.md (None with the commands executor). Results go to results/, or beside the runs for a
+    preset that says so (fast)."""
     if study not in STUDIES:
         raise UserError(f"unknown study {study!r}: choose {' or '.join(STUDIES)}")
     table = STUDIES[study][0]
@@ -283,35 +305,39 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
         raise UserError(f"unknown variant {bad[0]!r} for {study}: choose from {', '.join(table)}")
     if not (classes and variants and seeds):
         raise UserError("give at least one digit, one variant and one seed")
+    check_executor(executor, jobs)
     proto = proto or protocol(preset)
     make_config(preset)                                     # an unknown preset fails here, before any work
     root = Path(runs_dir) / preset
-    results = Path(results_dir or ("results" if preset != "fast" else root / "results"))
+    results = Path(results_dir or (root / "results" if get_preset(preset).results_beside_runs else "results"))
     cells, _ = recorded_cells(results / f"{study_name(study, preset, proto)}_cells.csv", preset, proto, cell_key)
-    shown_classes = sorted(set(classes) | {int(c["cls"]) for c in cells.values()})
+    tasks = [(cls, v, seed) for cls in classes for v in variants for seed in seeds
+             if (v, str(cls), seed) not in cells]            # recorded in results/: kept as they are
+    asked, device = device, resolve_device(device)        # the commands executor passes on what was asked
+
+    def command(task):
+        return (f"python -m qdm ablate --study {study} --preset {preset} --digits {task[0]} --variants {task[1]} "
+                f"--seeds {task[2]} {protocol_flags(proto)} --runs-dir {runs_dir} --results-dir {results} "
+                f"--device {asked}" + (f" --data-dir {data_dir}" if data_dir else ""))
+    if executor == "commands":
+        run_grid(tasks, None, None, executor="commands", command=command)
+        return None
     counts = {v: gate_counts(v, preset, table) for v in variants}
-    device = resolve_device(device)
-    fid_model = metrics.inception(device)
+    fid_model = inception_once(device)
     floors = {cls: reference_rows(root, DATASET, cls, proto, fid_model, device, data_dir)["real-vs-real"]
-              for cls in shown_classes}
-    for cls in classes:
-        for v in variants:
-            model, overrides, _ = table[v]
-            for seed in seeds:
-                name = f"{DATASET}-{cls}-{v}-seed{seed}"
-                if (v, str(cls), seed) in cells:           # recorded in results/: kept as it is
-                    continue
-                if progress:
-                    print(f"[{study}] cell {name}", flush=True)
-                with cell_lock(root / "locks" / f"{name}.lock") as mine:     # the lock reproduce's cells take
-                    if not mine:
-                        print(f"[{study}] cell {name} is being run by another process: skipped", flush=True)
-                        continue
-                    cell = run_cell(root / name, preset, DATASET, cls, model, seed, proto, fid_model, device,
-                                    data_dir, progress=progress, overrides=overrides)
-                cells[(v, str(cls), seed)] = {"variant": v, **cell}
-                record_study(study, cells, floors, variants, counts, proto, preset, results)
+              for cls in sorted(set(classes) | {int(c["cls"]) for c in cells.values()})}
+
+    def record(task, cell):
+        cells[(task[1], str(task[0]), task[2])] = cell
+        record_study(study, cells, floors, variants, counts, proto, preset, results)
+
+    here = jobs == 1 and executor == "local"
+    work = partial(run_study_cell, root=root, study=study, preset=preset, proto=proto,
+                   device=device if here else str(device), data_dir=data_dir, progress=progress and here,
+                   fid_model=fid_model if here else None)
+    run_grid(tasks, work, record, jobs=jobs, executor=executor, folder=Path(runs_dir) / "submitit",
+             cluster=cluster, slurm=slurm, label=study, progress=progress)
     if not cells:
         raise UserError("no cell was finished: every cell is held by another process (see "
-                        f"{root / 'locks'}; delete a lock whose process has died)")
+                        f"{root / 'locks'}; a lock is taken over once its lease runs out)")
     return record_study(study, cells, floors, variants, counts, proto, preset, results)

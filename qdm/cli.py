@@ -10,70 +10,66 @@ import json
 import pickle
 import sys
 import zipfile
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import get_args
 
 from qdm.diffusion import SAMPLERS
 from qdm.errors import UserError
 from qdm.inference import check_precision, for_sampling
 
-QUANTUM_OPTIONS = {  # CLI flag -> QuantumGate argument
-    "quantum_backend": "backend", "ansatz": "ansatz", "qubits": "n_qubits", "qlayers": "n_layers",
-    "detach_input": "detach_input", "pl_device": "pl_device", "diff_method": "diff_method", "shots": "shots",
-    "channel": "channel", "noise_p": "noise_p", "noise_schedule": "noise_schedule",
-}
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _preset_values(default, value_in) -> str:
+    """'default X; qdm Y, fast Z': the default (the paper's recipe) and under every preset that changes it
+    (``value_in(train values)`` is the value a preset sets, or MISSING)."""
+    from qdm.presets import PRESETS
+    changed = [f"{p.name} {v}" for p in PRESETS.values() if (v := value_in(p.train)) is not MISSING and v != default]
+    return f"default {'none' if default is None else default}" + (f"; {', '.join(changed)}" if changed else "")
+
+
+def _add_option(group, flags, typ, help_text):
+    if typ is bool:
+        group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    else:
+        group.add_argument(*flags, type=typ, default=None, metavar=typ.__name__.upper(), help=help_text)
 
 
 def _add_train(sub):
+    """The train command, one flag per TrainConfig field (qdm.train), its help and its value under
+    each preset read from the field and from qdm.presets; a dict field (the U-Net's and the gate's
+    options) gets a flag per option it lists."""
+    from qdm.presets import PRESETS
+    from qdm.train import TrainConfig
     p = sub.add_parser("train", help="train a model on one class (or several) and sample from it",
                        description="Train the paper's U-Net (classical or quantum gate) with EMA; writes a run "
                                    "folder with config.json, loss.csv, epochs.csv, loss.png, per-epoch sample "
-                                   "grids, best.pt, last.pt, samples.png and summary.json.")
-    p.add_argument("--preset", default="paper",
-                   help="paper (the paper's recipe), quick (the ~5 min demo), study (quick for 10 epochs: the "
-                        "ablation and noise studies), qdm (the qdm recipe) or fast (CI)")
-    p.add_argument("--dataset", default="mnist", help="mnist or pathmnist")
-    p.add_argument("--classes", "--digit", dest="classes", default="0",
-                   help="class label(s) to train on: 0, or 0,1, or all (default 0)")
-    p.add_argument("--model", default="classical",
-                   help="classical, quantum, or a classical control gate (qdm.gates): cosine, mlp or se")
+                                   "grids, best.pt, last.pt, samples.png and summary.json. Every value omitted "
+                                   "is the preset's (shown as 'default ...; <preset> ...').")
+    p.add_argument("--preset", default="paper", help="; ".join(f"{k}: {v.about}" for k, v in PRESETS.items()))
     p.add_argument("--out", help="run folder (default runs/<dataset>-<classes>-<model>-<preset>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (start it if absent)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out: removes a qdm run's own files, only from a folder holding "
                         "nothing else (never the current folder, home or a repository)")
-    for name, typ in [("epochs", int), ("steps-per-epoch", int), ("batch-size", int), ("lr", float),
-                      ("lr-schedule", str), ("warmup-steps", int), ("grad-clip", float), ("snapshot-every", int),
-                      ("ema-decay", float), ("seed", int), ("val-size", int), ("schedule", str), ("T", int),
-                      ("best-by", str), ("final-samples", int), ("final-sampler", str), ("final-steps", int),
-                      ("device", str), ("data-dir", str)]:
-        p.add_argument(f"--{name}", type=typ, help="(preset value when omitted)")
-    p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None,
-                   help="EMA decay min(beta, (1+n)/(10+n)) at update n")
-    u = p.add_argument_group("U-Net options (the qdm recipe; off in the paper's)")
-    u.add_argument("--time-every-scale", action=argparse.BooleanOptionalAction, default=None,
-                   help="add the time embedding to every encoder and decoder map, not only the bottleneck")
-    u.add_argument("--skip-mid", action=argparse.BooleanOptionalAction, default=None,
-                   help="a second skip connection (14x14)")
-    q = p.add_argument_group("quantum gate (with --model quantum)")
-    q.add_argument("--quantum-backend", help="exact (fast torch simulator, default) or pennylane")
-    q.add_argument("--ansatz", help="paper (RZ + CNOT chain), rz_ry (official later fix) or ry (real amplitudes)")
-    q.add_argument("--qubits", type=int, help="number of qubits (default 16)")
-    q.add_argument("--qlayers", type=int, help="number of variational layers (default 3)")
-    q.add_argument("--detach-input", action="store_true", default=None,
-                   help="detach the circuit input from autograd, as the official code does")
-    q.add_argument("--pl-device", help="PennyLane device name for --quantum-backend pennylane (default.qubit)")
-    q.add_argument("--diff-method", help="PennyLane diff_method: backprop, adjoint, parameter-shift")
-    q.add_argument("--shots", type=int, help="finite shots (default: exact expectations): PennyLane's, or "
-                                             "sampled exactly by the exact backend (qdm.noise)")
-    z = p.add_argument_group("quantum noise and noise scheduling (qdm.noise; all off by default)")
-    z.add_argument("--channel", help="depolarizing or bitflip after every circuit layer, with --noise-p")
-    z.add_argument("--noise-p", type=float, help="the channel's probability p (default 0)")
-    z.add_argument("--noise-schedule", help="the gate's noise level over t: constant (default), linear or cosine")
-    z.add_argument("--eps-source", help="epsilon from torch (default) or quantum (measured |+> bits)")
-    z.add_argument("--t-sampling", help="t in training: uniform (default, the paper), linear or cosine weighted")
-    z.add_argument("--t-reweight", action=argparse.BooleanOptionalAction, default=None,
-                   help="importance weights 1/(T p(t)) on the loss with a weighted --t-sampling")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    groups = {}
+    for f in fields(TrainConfig):
+        m = f.metadata
+        if f.name == "preset":
+            continue
+        group = groups.get(m["group"]) or groups.setdefault(m["group"], p.add_argument_group(m["group"]))
+        if "options" in m:
+            for flag, (key, typ, text) in m["options"].items():
+                values = "" if f.name == "quantum" else f" ({_preset_values(False, lambda t, n=f.name, k=key: t.get(n, {}).get(k, MISSING))})"
+                _add_option(group, [_flag(flag)], typ, text + values)
+            continue
+        typ = str if "parse" in m else next((t for t in get_args(f.type) if t is not type(None)), f.type)
+        default = f.default if f.default is not MISSING else f.default_factory()
+        shown = _preset_values(default, lambda t, n=f.name: t.get(n, MISSING))
+        _add_option(group, m.get("flags", (_flag(f.name),)), typ, f"{m['help']} ({shown})")
 
 
 def _add_sample(sub):
@@ -131,7 +127,6 @@ def _add_reproduce(sub):
     p.add_argument("--models", default="classical,quantum", help="classical,quantum (default both)")
     p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2 (default 0)")
     _add_grid_options(p, "runs/reproduce")
-    p.add_argument("--jobs", type=int, default=1, help="cells run at once in worker processes (default 1)")
 
 
 def _add_grid_options(p, runs_dir: str):
@@ -140,6 +135,19 @@ def _add_grid_options(p, runs_dir: str):
     p.add_argument("--runs-dir", default=runs_dir, help=f"where the cells' run folders go (default {runs_dir})")
     p.add_argument("--results-dir", help="where the tables go (default results/; fast preset: inside --runs-dir)")
     _add_device_and_data(p)
+    _add_executor(p)
+
+
+def _add_executor(p):
+    """How a grid's cells run (qdm.experiments.grid)."""
+    g = p.add_argument_group("running the cells (qdm.experiments.grid)")
+    g.add_argument("--jobs", type=int, default=1, help="cells run at once in worker processes here (default 1)")
+    g.add_argument("--executor", default="local",
+                   help="local (here, default), submitit (a job per cell on SLURM, or local processes without "
+                        "it) or commands (print one command per cell to run, for SLURM arrays, xargs or any queue)")
+    g.add_argument("--cluster", help="submitit's cluster: slurm, local or debug (default: slurm where there is one)")
+    g.add_argument("--submitit", default="", metavar="KEY=VALUE,...",
+                   help="submitit parameters, e.g. timeout_min=120,slurm_partition=gpu,gpus_per_node=1")
 
 
 def _add_ablate(sub):
@@ -172,6 +180,7 @@ def _add_curve(sub):
     _add_protocol(p)
     p.add_argument("--out", default="results", help="folder for learning_curves.csv and .png (default results/)")
     _add_device_and_data(p)
+    _add_executor(p)
 
 
 def _add_info(sub):
@@ -179,23 +188,32 @@ def _add_info(sub):
                    description="Print the versions, the training presets and the model's parameter counts.")
 
 
-def cmd_train(a):
+def train_config(a):
+    """The TrainConfig of a parsed train command: the preset's values, then the flags given (a dict
+    field: the preset's options, then the given ones)."""
+    import dataclasses
     from qdm.data import parse_classes
-    from qdm.train import PRESETS, make_config, train
-    quantum = {arg: getattr(a, flag) for flag, arg in QUANTUM_OPTIONS.items() if getattr(a, flag) is not None}
-    unet = {k: getattr(a, k) for k in ("time_every_scale", "skip_mid") if getattr(a, k) is not None}
-    classes = parse_classes(a.classes)
-    cfg = make_config(a.preset, dataset=a.dataset, classes=classes, model=a.model, quantum=quantum,
-                      unet={**PRESETS.get(a.preset, {}).get("unet", {}), **unet} if unet else None,
-                      lr_schedule=a.lr_schedule, warmup_steps=a.warmup_steps, grad_clip=a.grad_clip,
-                      snapshot_every=a.snapshot_every,
-                      epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, lr=a.lr,
-                      ema_decay=a.ema_decay, ema_warmup=a.ema_warmup, seed=a.seed, val_size=a.val_size,
-                      schedule=a.schedule, T=a.T, best_by=a.best_by, final_samples=a.final_samples,
-                      final_sampler=a.final_sampler, final_steps=a.final_steps, device=a.device,
-                      data_dir=a.data_dir, eps_source=a.eps_source, t_sampling=a.t_sampling,
-                      t_reweight=a.t_reweight)
-    label = "all" if classes is None else "-".join(map(str, classes))
+    from qdm.presets import get_preset
+    from qdm.train import TrainConfig, make_config
+    recipe, values = get_preset(a.preset).train, {}
+    for f in fields(TrainConfig):
+        if "options" in f.metadata:
+            given = {key: getattr(a, flag) for flag, (key, _, _) in f.metadata["options"].items()
+                     if getattr(a, flag) is not None}
+            values[f.name] = {**recipe.get(f.name, {}), **given} if given else None
+        elif f.name != "preset":
+            values[f.name] = getattr(a, f.name)
+    values["classes"] = None if a.classes is None else parse_classes(a.classes)
+    cfg = make_config(a.preset, **{k: v for k, v in values.items() if k != "classes"})
+    if a.classes is not None:                     # "all" is None: every class, not "omitted"
+        cfg = dataclasses.replace(cfg, classes=values["classes"]).check()
+    return cfg
+
+
+def cmd_train(a):
+    from qdm.train import train
+    cfg = train_config(a)
+    label = "all" if cfg.classes is None else "-".join(map(str, cfg.classes))
     out = Path(a.out or f"runs/{cfg.dataset}-{label}-{cfg.model}-{cfg.preset}-seed{cfg.seed}")
     summary = train(cfg, out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress)
     if summary:                                   # under torchrun, only rank 0 has one
@@ -292,6 +310,17 @@ def cmd_evaluate(a):
     print(f"wrote {out}")
 
 
+def _grid(a) -> dict:
+    """The grid options of a parsed command, for reproduce, ablate and write_curves."""
+    slurm = {}
+    for item in filter(None, (x.strip() for x in a.submitit.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--submitit takes key=value pairs separated by commas, got {item!r}")
+        slurm[key] = int(value) if value.isdigit() else value
+    return {"jobs": a.jobs, "executor": a.executor, "cluster": a.cluster, "slurm": slurm}
+
+
 def cmd_reproduce(a):
     from qdm.data import check_dataset
     from qdm.reproduce import TABLES, against_floor, protocol, reproduce
@@ -305,7 +334,9 @@ def cmd_reproduce(a):
     proto = protocol(a.preset, a.n, a.sampler, a.steps, a.seed, a.precision)
     path = reproduce(a.table, a.preset, classes, [m.strip() for m in a.models.split(",") if m.strip()],
                      _int_list(a.seeds, "seeds"), proto, a.runs_dir, a.results_dir, a.device, a.data_dir,
-                     progress=not a.no_progress, jobs=a.jobs)
+                     progress=not a.no_progress, **_grid(a))
+    if path is None:                              # --executor commands: the cells' commands are printed
+        return
     print(path.read_text())
     for r in against_floor(path.parent, a.table, a.preset, proto):
         print(f"class {r['class']} {r['model']} seed {r['seed']}: FID {r['FID']:.2f} = {r['FID / floor']:.2f}x the "
@@ -322,7 +353,9 @@ def cmd_ablate(a):
     _at_least_1(a, "n", "steps")
     proto = protocol(a.preset, a.n, a.sampler, a.steps, a.seed, a.precision)
     path = ablate(classes, variants, _int_list(a.seeds, "seeds"), a.preset, proto, a.runs_dir, a.results_dir,
-                  a.device, a.data_dir, progress=not a.no_progress, study=a.study)
+                  a.device, a.data_dir, progress=not a.no_progress, study=a.study, **_grid(a))
+    if path is None:
+        return
     print(path.read_text())
     print(f"wrote {path} (and .csv, _cells.csv in {path.parent})")
 
@@ -338,21 +371,25 @@ def cmd_curve(a):
     _at_least_1(a, "n", "steps")
     preset = json.loads(config.read_text())["preset"]     # the protocol of the runs' preset, DDIM by default
     proto = protocol(preset, a.n, a.sampler or "ddim", a.steps, a.seed, a.precision)
-    path = write_curves(a.runs, proto, a.out, a.device, a.data_dir, every=a.every)
+    path = write_curves(a.runs, proto, a.out, a.device, a.data_dir, every=a.every, **_grid(a))
+    if path is None:
+        return
     print(f"wrote {path} and {path.with_suffix('.png')}")
 
 
 def cmd_info(a):
     import torch
     import qdm
-    from qdm.train import PRESETS, TrainConfig, build_model
+    from qdm.presets import PRESETS
+    from qdm.train import TrainConfig, build_model
     from qdm.unet import count_parameters
     print(f"qdm {qdm.__version__}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
     for ds in ("mnist", "pathmnist"):
         n = count_parameters(build_model(TrainConfig(dataset=ds, classes=None)))
         print(f"classical U-Net parameters ({ds}): {n:,}")
-    for name, values in PRESETS.items():
-        print(f"preset {name}: {values or 'the paper recipe (TrainConfig defaults)'}")
+    for p in PRESETS.values():
+        print(f"preset {p.name}: {p.train or 'the paper recipe (TrainConfig defaults)'}; scored with "
+              f"{p.sampler}-{p.steps}, N = {p.n}")
 
 
 def _one_line(e: BaseException) -> str:
@@ -378,12 +415,16 @@ def _system_error(e: OSError) -> str:
     return f"{where}{_one_line(e.strerror or e)}; {advice}"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qdm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_sample, _add_evaluate, _add_reproduce, _add_ablate, _add_curve, _add_info):
         add(sub)
-    a = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     try:
         {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce,
          "ablate": cmd_ablate, "curve": cmd_curve, "info": cmd_info}[a.command](a)

@@ -12,13 +12,16 @@ written at once by two processes both stay.
 """
 import csv
 import json
+from functools import partial
 from pathlib import Path
 
-from qdm import metrics
 from qdm.checkpoint import atomic_write, csv_text, load_checkpoint, write_json, write_text
 from qdm.errors import UserError
-from qdm.locks import ledger_lock
-from qdm.reproduce import parse_value, evaluate_checkpoint, reference_rows
+from qdm.experiments.grid import check_executor, run_grid
+from qdm.experiments.ledger import parse_value
+from qdm.experiments.protocol import protocol_flags
+from qdm.experiments.scoring import evaluate_checkpoint, inception_once, reference_rows
+from qdm.locks import cell_lock, ledger_lock
 from qdm.train import resolve_device
 
 
@@ -48,7 +51,7 @@ def learning_curve(run: Path, proto: dict, fid_model=None, device="cpu", data_di
         if cached.exists():
             result = json.loads(cached.read_text())
         else:
-            fid_model = fid_model or metrics.inception(device)
+            fid_model = fid_model or inception_once(device)
             result, _, _ = evaluate_checkpoint(snap, proto, fid_model, device, data_dir)
             write_json(cached, result)
         state = load_checkpoint(snap)
@@ -64,8 +67,9 @@ def learning_curve(run: Path, proto: dict, fid_model=None, device="cpu", data_di
 def plot_curves(rows: list[dict], floors: dict, path: Path) -> None:
     """FID (log scale) against training steps, a colour per run, a line style per sampler (and N);
     dashed black: each digit's real-vs-real floor."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.subplots()
     runs = list(dict.fromkeys(r["run"] for r in rows))
     protocols = list(dict.fromkeys((r["sampler"], r["n"]) for r in rows))
     for run, proto in dict.fromkeys((r["run"], (r["sampler"], r["n"])) for r in rows):
@@ -81,15 +85,37 @@ def plot_curves(rows: list[dict], floors: dict, path: Path) -> None:
     ax.legend(fontsize=6.5)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+
+
+def score_run(run, *, proto: dict, device, data_dir, every: int, fid_model=None) -> list[dict] | None:
+    """``learning_curve`` of one run under its lease (None when another process is scoring it)."""
+    with cell_lock(Path(run) / "snapshots" / f".curve-{_protocol_name(proto)}.lock") as mine:
+        if not mine:
+            return None
+        return learning_curve(Path(run), proto, fid_model or inception_once(device), device, data_dir, every)
 
 
 def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None, floors_dir="runs/curves",
-                 every: int = 1) -> Path:
-    """Score every snapshot (every ``every`` epochs) of every run; write learning_curves.csv and .png in ``out_dir``."""
-    device = resolve_device(device)
-    fid_model = metrics.inception(device)
-    rows = [row for run in runs for row in learning_curve(Path(run), proto, fid_model, device, data_dir, every)]
+                 every: int = 1, jobs: int = 1, executor: str = "local", cluster: str | None = None,
+                 slurm: dict | None = None) -> Path | None:
+    """Score every snapshot (every ``every`` epochs) of every run, a run a cell of qdm.experiments.grid;
+    write learning_curves.csv and .png in ``out_dir`` (None with the commands executor)."""
+    check_executor(executor, jobs)
+    asked, device = device, resolve_device(device)        # the commands executor passes on what was asked
+    runs = [str(r) for r in runs]
+    if executor == "commands":
+        run_grid(runs, None, None, executor="commands", command=lambda run: (
+            f"python -m qdm curve {run} --every {every} {protocol_flags(proto)} --out {out_dir} "
+            f"--device {asked}" + (f" --data-dir {data_dir}" if data_dir else "")))
+        return None
+    here = jobs == 1 and executor == "local"
+    fid_model = inception_once(device)
+    scored = {}
+    run_grid(runs, partial(score_run, proto=proto, device=device if here else str(device), data_dir=data_dir,
+                           every=every, fid_model=fid_model if here else None),
+             lambda run, rows: scored.__setitem__(run, rows), jobs=jobs, executor=executor,
+             folder=Path(floors_dir) / "submitit", cluster=cluster, slurm=slurm, label="curve", progress=False)
+    rows = [row for run in runs if run in scored for row in scored[run]]
     floors = {}   # one class or all classes: the real-vs-real floor at this N
     for dataset, digit in dict.fromkeys((r["dataset"], r["digit"]) for r in rows):
         if digit == "all" or digit.isdigit():

@@ -2,15 +2,18 @@
 and a ledger (a results file that processes read, merge and write back; its lock is waited for).
 
 A lock is a file holding ``<host> <pid>`` of its holder, created atomically (O_EXCL) and removed
-on release, so it also works for machines that share a folder. A lock left by a dead process on
-this host is stale and is taken over; the takeover of one stale lock is itself exclusive (first
-a marker named after the dead holder is created with O_EXCL, then the holder is checked again and
-replaced), so two processes that find the same stale lock never both hold it. A lock from another
-host is never taken over: if that machine died, delete the file by hand.
+on release, so it also works for machines that share a folder. It is a lease: its holder touches
+the file (a heartbeat) every quarter of ``LEASE_SECONDS`` while it holds a cell, and a lock not
+touched for longer than that is stale, whichever machine wrote it (a machine that died, a job its
+scheduler killed); so is, at once, a lock of a dead process on this host. A stale lock is taken
+over; the takeover is itself exclusive (first a marker named after the dead holder is created
+with O_EXCL, then the holder is checked again and replaced), so two processes that find the same
+stale lock never both hold it.
 """
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -18,6 +21,8 @@ from pathlib import Path
 
 from qdm.checkpoint import TEMP_NAME, pid_alive
 from qdm.errors import UserError
+
+LEASE_SECONDS = float(os.environ.get("QDM_LEASE_SECONDS", 900))   # a lock untouched this long is stale
 
 
 def me() -> str:
@@ -32,10 +37,16 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _stale(holder: str) -> bool:
-    """A lock whose holder is a dead process on this host (an empty file is being written: held)."""
+def _stale(holder: str, path: Path) -> bool:
+    """A lock whose holder is a dead process on this host, or whose lease ran out (not touched for
+    LEASE_SECONDS; an empty file is being written: held)."""
     host, _, pid = holder.strip().partition(" ")
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+        return True
+    try:
+        return time.time() - path.stat().st_mtime > LEASE_SECONDS
+    except FileNotFoundError:
+        return False
 
 
 def _take_over(path: Path, holder: str) -> bool:
@@ -67,7 +78,7 @@ def try_lock(path) -> bool:
             holder = _read(path)
             if holder is None:
                 continue
-            return _stale(holder) and _take_over(path, holder)
+            return _stale(holder, path) and _take_over(path, holder)
         with os.fdopen(fd, "w") as f:
             f.write(me())
         return True
@@ -80,15 +91,30 @@ def unlock(path) -> None:
         Path(path).unlink(missing_ok=True)
 
 
+def _heartbeat(path: Path, stop: threading.Event) -> None:
+    """Touch the lock ``path`` every quarter lease while this process holds it."""
+    while not stop.wait(LEASE_SECONDS / 4):
+        if _read(path) != me():
+            return
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return
+
+
 @contextmanager
 def cell_lock(path):
-    """Hold ``path`` as a cell's exclusive lock; yields False (and holds nothing) when another live
-    process holds it, so that two workers, or two machines sharing the runs folder, never run the
-    same cell."""
+    """Hold ``path`` as a cell's lease; yields False (and holds nothing) when another live process
+    holds it, so that two workers, or two machines sharing the runs folder, never run the same cell.
+    A heartbeat keeps the lease while the cell runs."""
     mine = try_lock(path)
+    stop = threading.Event()
+    if mine:
+        threading.Thread(target=_heartbeat, args=(Path(path), stop), daemon=True).start()
     try:
         yield mine
     finally:
+        stop.set()
         if mine:
             unlock(path)
 

@@ -1,12 +1,11 @@
-"""The figures a run writes: sample grids and loss curves (PNG, written atomically)."""
-import matplotlib
+"""The figures a run writes: sample grids and loss curves (PNG, written atomically). Files are
+drawn on matplotlib Figure objects, not through pyplot, so that writing them neither needs nor
+changes a backend (a notebook keeps its inline one)."""
+import torch
+from matplotlib.figure import Figure
+from torchvision.utils import make_grid, save_image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid, save_image  # noqa: E402
-
-from qdm.checkpoint import atomic_write  # noqa: E402
+from qdm.checkpoint import atomic_write
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
@@ -22,7 +21,8 @@ def save_grid(images: torch.Tensor, path, nrow: int | None = None):
 def plot_losses(step_losses: list[float], epoch_rows: list[dict], path, title: str = ""):
     """Training loss per step (and its running mean over an epoch) with the validation
     epsilon-MSE of the raw and EMA weights at the end of each epoch."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     steps = range(1, len(step_losses) + 1)
     ax.plot(steps, step_losses, color="0.8", lw=0.6, label="train (per step)")
     if epoch_rows:
@@ -36,5 +36,4 @@ def plot_losses(step_losses: list[float], epoch_rows: list[dict], path, title: s
     ax.set(xlabel="step", ylabel="epsilon-MSE (Eq. 4)", yscale="log", title=title)
     ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
-    plt.close(fig)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))

@@ -29,47 +29,91 @@ from qdm.errors import UserError
 from qdm.gates import CONTROL_GATES
 from qdm.noise import T_SAMPLING, check_choice, eps_function, sample_t
 from qdm.plots import plot_losses, save_grid
+from qdm.presets import PRESETS as ALL_PRESETS, get_preset
 from qdm.schedule import make_schedule
 from qdm.unet import UNet, count_parameters
 
 
+def option(default, help: str, must_match: bool = False, group: str = "training", **cli):
+    """A TrainConfig field: its default (the paper's recipe), its --help text, whether a resumed run
+    must have the same value, and how the command line shows it (qdm.cli builds the train command
+    from these fields; ``cli`` may hold ``flags``, ``parse`` and, for a dict field, ``options``)."""
+    metadata = {"help": help, "must_match": must_match, "group": group, **cli}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+UNET_OPTIONS = {   # flag -> (qdm.unet.UNet argument, type, help)
+    "time_every_scale": ("time_every_scale", bool, "add the time embedding to every encoder and decoder map, "
+                                                   "not only the bottleneck"),
+    "skip_mid": ("skip_mid", bool, "a second skip connection (14x14)"),
+}
+QUANTUM_OPTIONS = {  # flag -> (qdm.quantum.QuantumGate argument, type, help)
+    "quantum_backend": ("backend", str, "exact (fast torch simulator, default) or pennylane"),
+    "ansatz": ("ansatz", str, "paper (RZ + CNOT chain), rz_ry (official later fix) or ry (real amplitudes)"),
+    "qubits": ("n_qubits", int, "number of qubits (default 16)"),
+    "qlayers": ("n_layers", int, "number of variational layers (default 3)"),
+    "detach_input": ("detach_input", bool, "detach the circuit input from autograd, as the official code does"),
+    "pl_device": ("pl_device", str, "PennyLane device for --quantum-backend pennylane (default.qubit)"),
+    "diff_method": ("diff_method", str, "PennyLane diff_method: backprop, adjoint, parameter-shift"),
+    "shots": ("shots", int, "finite shots (default: exact expectations): PennyLane's, or sampled exactly by "
+                            "the exact backend"),
+    "channel": ("channel", str, "depolarizing or bitflip after every circuit layer, with --noise-p"),
+    "noise_p": ("noise_p", float, "the channel's probability p (default 0)"),
+    "noise_schedule": ("noise_schedule", str, "the gate's noise level over t: constant (default), linear or cosine"),
+}
+
+
 @dataclass
 class TrainConfig:
-    """Defaults are the paper's recipe (Section V-A): 30 epochs, batch 64, Adam 3e-4, EMA 0.999."""
-    dataset: str = "mnist"
-    classes: list | None = field(default_factory=lambda: [0])   # None: all classes
-    model: str = "classical"            # classical | quantum | cosine | mlp | se (see MODELS)
-    quantum: dict = field(default_factory=dict)  # options of qdm.quantum.QuantumGate
-    epochs: int = 30
-    steps_per_epoch: int | None = None  # None: every batch of the training set
-    batch_size: int = 64
-    lr: float = 3e-4
-    lr_schedule: str = "constant"       # constant (the paper) | warmup_cosine: linear warm-up, cosine decay to lr/10
-    warmup_steps: int = 0               # (warmup_cosine only)
-    grad_clip: float | None = None      # clip the gradient's global norm (not in the paper)
-    unet: dict = field(default_factory=dict)    # options of qdm.unet.UNet: time_every_scale, skip_mid
-    snapshot_every: int = 0             # > 0: keep the EMA weights every this many epochs (learning curves)
-    ema_decay: float = 0.999
-    ema_warmup: bool = False            # decay min(beta, (1+n)/(10+n)) at update n (not in the paper)
-    schedule: str = "cosine"            # cosine (the paper) | linear | sigmoid
-    T: int = 1000
-    # quantum noise and noise scheduling (qdm.noise); the gate's shots, channel, noise_p and
-    # noise_schedule live in `quantum`
-    eps_source: str = "torch"           # torch | quantum: the source of the diffusion noise epsilon
-    t_sampling: str = "uniform"         # uniform (the paper) | linear | cosine: weighted t in training
-    t_reweight: bool = False            # with a weighted t: importance weights 1/(T p(t)) on the loss
-    seed: int = 0
-    val_size: int = 256
-    best_by: str = "val"                # val (EMA validation loss) | last_batch (the official code)
-    grid_size: int = 16                 # EMA samples drawn after every epoch
-    grid_sampler: str = "ddpm"          # the paper samples with its 1000-step sampler
-    grid_steps: int = 100               # (DDIM only)
-    final_samples: int = 64             # EMA samples drawn from best.pt at the end
-    final_sampler: str = "ddpm"
-    final_steps: int = 1000
-    device: str = "auto"                # auto | cpu | cuda
-    data_dir: str | None = None         # None: $QDM_DATA_DIR, else ./data (see qdm.data)
-    preset: str = "paper"
+    """One run's configuration. Defaults are the paper's recipe (Section V-A): 30 epochs, batch 64,
+    Adam 3e-4, EMA 0.999; presets (qdm.presets) change some of them."""
+    dataset: str = option("mnist", "mnist or pathmnist", must_match=True)
+    classes: list | None = option([0], "class label(s) to train on: 0, or 0,1, or all", must_match=True,
+                                  flags=("--classes", "--digit"), parse="classes")
+    model: str = option("classical", "classical, quantum, or a classical control gate (qdm.gates): cosine, mlp "
+                                     "or se", must_match=True)
+    quantum: dict = option({}, "options of qdm.quantum.QuantumGate", must_match=True, group="quantum gate "
+                           "(with --model quantum; channel and shots: quantum noise)", options=QUANTUM_OPTIONS)
+    epochs: int = option(30, "training epochs")
+    steps_per_epoch: int | None = option(None, "steps per epoch (omitted: every batch of the training set)",
+                                         must_match=True)
+    batch_size: int = option(64, "batch size", must_match=True)
+    lr: float = option(3e-4, "Adam learning rate", must_match=True)
+    lr_schedule: str = option("constant", "constant (the paper) or warmup_cosine: linear warm-up, cosine decay to "
+                                          "lr/10", must_match=True)
+    warmup_steps: int = option(0, "warm-up steps of warmup_cosine", must_match=True)
+    grad_clip: float | None = option(None, "clip the gradient's global norm (not in the paper)", must_match=True)
+    unet: dict = option({}, "options of qdm.unet.UNet", must_match=True,
+                        group="U-Net options (the qdm recipe; off in the paper's)", options=UNET_OPTIONS)
+    snapshot_every: int = option(0, "keep the EMA weights every this many epochs (0: never; learning curves)")
+    ema_decay: float = option(0.999, "EMA decay beta (Eq. 10)", must_match=True)
+    ema_warmup: bool = option(False, "EMA decay min(beta, (1+n)/(10+n)) at update n (not in the paper)",
+                              must_match=True)
+    schedule: str = option("cosine", "noise schedule: cosine (the paper), linear or sigmoid", must_match=True)
+    T: int = option(1000, "diffusion steps", must_match=True)
+    eps_source: str = option("torch", "epsilon from torch or quantum (measured |+> bits)", must_match=True,
+                             group="quantum noise and noise scheduling (qdm.noise; off by default)")
+    t_sampling: str = option("uniform", "t in training: uniform (the paper), linear or cosine weighted",
+                             must_match=True, group="quantum noise and noise scheduling (qdm.noise; off by default)")
+    t_reweight: bool = option(False, "importance weights 1/(T p(t)) on the loss with a weighted --t-sampling",
+                              must_match=True, group="quantum noise and noise scheduling (qdm.noise; off by default)")
+    seed: int = option(0, "training seed", must_match=True)
+    val_size: int = option(256, "validation images held out of the training set", must_match=True)
+    best_by: str = option("val", "best.pt by the EMA validation loss (val) or the last batch's loss (last_batch, "
+                                 "the official code)")
+    grid_size: int = option(16, "EMA samples drawn after every epoch", group="sampling during and after training")
+    grid_sampler: str = option("ddpm", "their sampler (the paper's: ddpm, all T steps)",
+                               group="sampling during and after training")
+    grid_steps: int = option(100, "their steps (not ddpm)", group="sampling during and after training")
+    final_samples: int = option(64, "EMA samples drawn from best.pt at the end",
+                                group="sampling during and after training")
+    final_sampler: str = option("ddpm", "their sampler", group="sampling during and after training")
+    final_steps: int = option(1000, "their steps (not ddpm)", group="sampling during and after training")
+    device: str = option("auto", "auto, cpu or cuda")
+    data_dir: str | None = option(None, "data root (omitted: $QDM_DATA_DIR, else ./data)")
+    preset: str = option("paper", "the preset these values started from (qdm.presets)")
 
     def check(self) -> "TrainConfig":
         """Refuse, before any work, a value no run can use (one line naming the option and what it needs)."""
@@ -106,36 +150,16 @@ class TrainConfig:
         return self
 
 
-PRESETS = {
-    # exactly the paper's recipe: 30 epochs over one class (about 90 steps an epoch on MNIST)
-    "paper": {},
-    # the README's main job, a few minutes per model on 2 CPU cores: the paper's 30 epochs with
-    # lr 1e-3 and EMA warm-up (so the EMA forgets the random initial weights), DDIM previews
-    "quick": dict(lr=1e-3, ema_warmup=True, grid_sampler="ddim"),
-    # the ablation and noise studies (many cells, 3 seeds): the quick recipe for 10 epochs (890 steps,
-    # about a minute per classical model on 2 CPU cores); its images are rough zeros, its purpose is
-    # comparing gates and noise options trained alike
-    "study": dict(lr=1e-3, ema_warmup=True, epochs=10, grid_sampler="ddim", final_sampler="ddim", final_steps=50),
-    # the qdm recipe: the paper's architecture family and gate hook, with what is meant
-    # to make digits: time embedding at every scale, a second skip, lr 1e-3 with warm-up and cosine
-    # decay, gradient clipping, EMA warm-up, 100 epochs (8,900 steps), EMA snapshots for learning curves
-    "qdm": dict(lr=1e-3, lr_schedule="warmup_cosine", warmup_steps=200, grad_clip=1.0, ema_warmup=True,
-                unet={"time_every_scale": True, "skip_mid": True}, epochs=100, snapshot_every=10,
-                grid_sampler="ddim"),
-    # seconds, for tests and CI: it checks the machinery, not the images
-    "fast": dict(epochs=2, steps_per_epoch=3, val_size=32, grid_size=4, grid_sampler="ddim", grid_steps=5,
-                 final_samples=8, final_sampler="ddim", final_steps=10),
-}
+PRESETS = {name: p.train for name, p in ALL_PRESETS.items()}   # the training values of each preset
 
 
 def make_config(preset: str = "paper", **overrides) -> TrainConfig:
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    recipe = get_preset(preset).train
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - known
     if unknown:
         raise UserError(f"unknown option(s) {', '.join(sorted(unknown))}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
+    values = {**recipe, **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
     return TrainConfig(**values).check()
 
 
@@ -218,10 +242,7 @@ def model_from_checkpoint(path, device="cpu", weights: str = "ema"):
     return model.to(device).eval(), cfg
 
 
-RESUME_MUST_MATCH = ("dataset", "classes", "model", "quantum", "batch_size", "lr", "lr_schedule", "warmup_steps",
-                     "grad_clip", "unet", "ema_decay",
-                     "ema_warmup", "schedule", "T", "seed", "val_size", "steps_per_epoch",
-                     "eps_source", "t_sampling", "t_reweight")
+RESUME_MUST_MATCH = tuple(f.name for f in fields(TrainConfig) if f.metadata["must_match"])
 
 
 RUN_FORMAT = "qdm-run-v1"        # in every run's config.json: what --overwrite may replace
@@ -393,71 +414,27 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
     (what a DistributedSampler does to an index list, here applied to each global batch so
     that the run equals a one-process run with the same global batch); DistributedDataParallel
     averages the gradients. Rank 0 alone validates, keeps the EMA and writes every file."""
-    import torch.distributed as dist
     cfg.check()
     out = check_out_path(out_dir)
     rank, world, device = _join_process_group(resolve_device(cfg.device))
-    if cfg.batch_size % world:
-        raise UserError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
-    if rank == 0:
-        if out.is_dir() and (is_run(out) or all(TEMP_NAME.match(p.name) for p in out.iterdir())):
-            remove_stale_temps(out)                      # left by a killed process (even before config.json)
-        state = _prepare_folder(out, cfg, resume, overwrite)
-        if state is not None:
-            state = _resume_state(out, cfg, state)
-    if world > 1:
-        dist.barrier()                                   # rank 0 has checked (or cleared) the folder
-        if rank > 0:
-            state = load_checkpoint(out / "last.pt") if resume and (out / "last.pt").exists() else None
-    train_x, val_x = data if data is not None else train_val_images(cfg.dataset, cfg.classes, cfg.val_size, cfg.data_dir)
-    expected = (DATASETS[cfg.dataset][0], 28, 28)
-    if tuple(train_x.shape[1:]) != expected:
-        raise UserError(f"training images have shape {tuple(train_x.shape[1:])}, the model expects {expected}")
-
+    state = _open_run(out, cfg, resume, overwrite, rank, world)
+    train_x, val_x = _training_images(cfg, data)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     diffusion = make_diffusion(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)        # all training randomness
-    fixed = torch.Generator().manual_seed(10_000 + cfg.seed)  # validation t and noise
-    val_t = torch.randint(0, cfg.T, (len(val_x),), generator=fixed)
-    val_noise = torch.randn(val_x.shape, generator=fixed)
     history = {"steps": [], "epochs": [], "best": float("inf"), "best_epoch": 0, "step": 0, "epoch": 0,
                "train_seconds": 0.0}
     if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["rng"])
-        history = state["history"]
-        if "torch_rng" in state:                         # shots and channel noise draw from these
-            torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and len(state.get("cuda_rng", [])) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-    config = {"format": RUN_FORMAT, **asdict(cfg), "qdm_version": qdm.__version__, "torch_version": torch.__version__,
-              "device_used": str(device), "parameters": count_parameters(model), "processes": world,
-              "batch_per_process": cfg.batch_size // world}
+        history = _restore(state, model, ema, opt, gen, device)
     if rank == 0:
-        write_json(out / "config.json", config)
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    share = slice(rank, None, world)                     # this rank's samples of each global batch
-    global_loss = torch.zeros((), device=device)         # the one tensor this code all-reduces itself
-
-    @torch.no_grad()
-    def val_loss(m):
-        m.eval()
-        losses = [diffusion.loss(m, val_x[i:i + 256].to(device), t=val_t[i:i + 256].to(device),
-                                 noise=val_noise[i:i + 256].to(device)).item() * len(val_x[i:i + 256])
-                  for i in range(0, len(val_x), 256)]
-        m.train()
-        return sum(losses) / len(val_x)
-
-    n_batches = -(-len(train_x) // cfg.batch_size)
-    steps_per_epoch = min(n_batches, cfg.steps_per_epoch or n_batches)
+        write_json(out / "config.json", _run_config(cfg, model, device, world))
+    net, share = _data_parallel(model, device, rank, world)
+    val_loss = _validation_loss(cfg, diffusion, val_x, device)
+    batches = -(-len(train_x) // cfg.batch_size)
+    steps_per_epoch = min(batches, cfg.steps_per_epoch or batches)
     model.train()
     for epoch in range(history["epoch"] + 1, cfg.epochs + 1):
         perm = torch.randperm(len(train_x), generator=gen)
@@ -478,66 +455,157 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
                 group["lr"] = lr_at(cfg, history["step"], cfg.epochs * steps_per_epoch)
             opt.step()
             history["step"] += 1
-            if world > 1:                                # log the global batch's loss
-                global_loss.copy_(loss.detach())
-                dist.all_reduce(global_loss)
-                loss = global_loss / world
-            if rank > 0:
-                continue
-            ema_update(ema, model, ema_decay_at(cfg, history["step"]))
-            history["steps"].append({"step": history["step"], "epoch": epoch, "loss": loss.item()})
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            loss = _global_mean(loss.detach(), world)    # the global batch's loss, for the log
+            if rank == 0:
+                ema_update(ema, model, ema_decay_at(cfg, history["step"]))
+                history["steps"].append({"step": history["step"], "epoch": epoch, "loss": loss.item()})
+                bar.set_postfix(loss=f"{loss.item():.4f}")
         seconds = time.perf_counter() - t0
-        if rank > 0:
-            continue
-        history["train_seconds"] += seconds
-        row = {"epoch": epoch, "step": history["step"],
-               "train_loss": sum(r["loss"] for r in history["steps"][-steps_per_epoch:]) / steps_per_epoch,
-               "last_batch_loss": history["steps"][-1]["loss"],
-               "val_loss_raw": val_loss(model), "val_loss_ema": val_loss(ema),
-               "seconds_per_step": seconds / steps_per_epoch}
-        history["epochs"].append(row)
-        grid = diffusion.sample(ema.eval(), (cfg.grid_size, *expected), cfg.grid_sampler, cfg.grid_steps,
-                                generator=torch.Generator().manual_seed(cfg.seed), device=device)
-        save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png")
-        score = _score(cfg, row)
-        improved = score < history["best"]
-        if improved:
-            history["best"], history["best_epoch"] = score, epoch
-        history["epoch"] = epoch
-        write_text(out / "loss.csv", csv_text(history["steps"]))
-        write_text(out / "epochs.csv", csv_text(history["epochs"]))
-        plot_losses([r["loss"] for r in history["steps"]], history["epochs"], out / "loss.png",
-                    title=f"{cfg.dataset} {cfg.classes} {cfg.model}")
-        # last.pt first: killed before best.pt (or the snapshot), a resumed run writes them from it
-        save_checkpoint(out / "last.pt", {"config": asdict(cfg), "model": model.state_dict(),
-                                          "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                                          "rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                                          "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-                                          "history": history})
-        if improved:
-            save_checkpoint(out / "best.pt", {"config": asdict(cfg), "ema": ema.state_dict(),
-                                               "epoch": epoch, "step": history["step"], "score": score})
-        if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
-            save_checkpoint(out / "snapshots" / f"epoch_{epoch:03d}.pt",
-                            {"config": asdict(cfg), "ema": ema.state_dict(), "epoch": epoch, "step": history["step"]})
-        if progress:
-            tqdm.write(f"epoch {epoch}: train {row['train_loss']:.4f}  val raw {row['val_loss_raw']:.4f}  "
-                       f"val EMA {row['val_loss_ema']:.4f}  ({row['seconds_per_step'] * 1000:.0f} ms/step)")
+        if rank == 0:
+            history["train_seconds"] += seconds
+            _end_of_epoch(out, cfg, epoch, steps_per_epoch, seconds, history, model, ema, opt, gen, diffusion,
+                          val_loss, device, progress)
     summary = finish(out, cfg, device, progress) if rank == 0 else {}
     if world > 1:
-        _leave_process_group(global_loss)
+        _leave_process_group()
     return summary
 
 
-def _leave_process_group(reduced: torch.Tensor, wait_seconds: float = 30.0) -> None:
-    """Leave the process group once no collective still holds ``reduced``, the one Python tensor
-    this code all-reduces. A backend's worker thread frees a finished collective a moment after
+def _run_config(cfg: TrainConfig, model, device, world: int) -> dict:
+    """config.json: the configuration, what wrote it and where it ran."""
+    return {"format": RUN_FORMAT, **asdict(cfg), "qdm_version": qdm.__version__, "torch_version": torch.__version__,
+            "device_used": str(device), "parameters": count_parameters(model), "processes": world,
+            "batch_per_process": cfg.batch_size // world}
+
+
+def _open_run(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool, rank: int, world: int) -> dict | None:
+    """The state to resume from (None: a fresh run). Rank 0 checks (or clears) the folder first."""
+    state = None
+    if rank == 0:
+        if out.is_dir() and (is_run(out) or all(TEMP_NAME.match(p.name) for p in out.iterdir())):
+            remove_stale_temps(out)                      # left by a killed process (even before config.json)
+        state = _prepare_folder(out, cfg, resume, overwrite)
+        if state is not None:
+            state = _resume_state(out, cfg, state)
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        if rank > 0 and resume and (out / "last.pt").exists():
+            state = load_checkpoint(out / "last.pt")
+    return state
+
+
+def _training_images(cfg: TrainConfig, data: tuple | None) -> tuple[torch.Tensor, torch.Tensor]:
+    train_x, val_x = data if data is not None else train_val_images(cfg.dataset, cfg.classes, cfg.val_size,
+                                                                    cfg.data_dir)
+    expected = (DATASETS[cfg.dataset][0], 28, 28)
+    if tuple(train_x.shape[1:]) != expected:
+        raise UserError(f"training images have shape {tuple(train_x.shape[1:])}, the model expects {expected}")
+    return train_x, val_x
+
+
+def _restore(state: dict, model, ema, opt, gen: torch.Generator, device) -> dict:
+    """Load last.pt's weights, optimizer and every RNG; return its history."""
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["rng"])
+    if "torch_rng" in state:                             # shots and channel noise draw from these
+        torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and len(state.get("cuda_rng", [])) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["history"]
+
+
+def _validation_loss(cfg: TrainConfig, diffusion: Diffusion, val_x: torch.Tensor, device):
+    """The loss on the validation images, at t and noise fixed for the whole run (so epochs compare)."""
+    fixed = torch.Generator().manual_seed(10_000 + cfg.seed)
+    val_t = torch.randint(0, cfg.T, (len(val_x),), generator=fixed)
+    val_noise = torch.randn(val_x.shape, generator=fixed)
+
+    @torch.no_grad()
+    def val_loss(m):
+        m.eval()
+        losses = [diffusion.loss(m, val_x[i:i + 256].to(device), t=val_t[i:i + 256].to(device),
+                                 noise=val_noise[i:i + 256].to(device)).item() * len(val_x[i:i + 256])
+                  for i in range(0, len(val_x), 256)]
+        m.train()
+        return sum(losses) / len(val_x)
+    return val_loss
+
+
+def _end_of_epoch(out: Path, cfg: TrainConfig, epoch: int, steps_per_epoch: int, seconds: float, history: dict,
+                  model, ema, opt, gen, diffusion: Diffusion, val_loss, device, progress: bool) -> None:
+    """Validate, draw the epoch's EMA grid, write the logs, last.pt, then best.pt and the snapshot."""
+    row = {"epoch": epoch, "step": history["step"],
+           "train_loss": sum(r["loss"] for r in history["steps"][-steps_per_epoch:]) / steps_per_epoch,
+           "last_batch_loss": history["steps"][-1]["loss"],
+           "val_loss_raw": val_loss(model), "val_loss_ema": val_loss(ema),
+           "seconds_per_step": seconds / steps_per_epoch}
+    history["epochs"].append(row)
+    grid = diffusion.sample(ema.eval(), (cfg.grid_size, DATASETS[cfg.dataset][0], 28, 28), cfg.grid_sampler,
+                            cfg.grid_steps, generator=torch.Generator().manual_seed(cfg.seed), device=device)
+    save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png")
+    score = _score(cfg, row)
+    improved = score < history["best"]
+    if improved:
+        history["best"], history["best_epoch"] = score, epoch
+    history["epoch"] = epoch
+    write_text(out / "loss.csv", csv_text(history["steps"]))
+    write_text(out / "epochs.csv", csv_text(history["epochs"]))
+    plot_losses([r["loss"] for r in history["steps"]], history["epochs"], out / "loss.png",
+                title=f"{cfg.dataset} {cfg.classes} {cfg.model}")
+    # last.pt first: killed before best.pt (or the snapshot), a resumed run writes them from it
+    save_checkpoint(out / "last.pt", {"config": asdict(cfg), "model": model.state_dict(),
+                                      "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                                      "rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                                      "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+                                      "history": history})
+    if improved:
+        save_checkpoint(out / "best.pt", {"config": asdict(cfg), "ema": ema.state_dict(),
+                                           "epoch": epoch, "step": history["step"], "score": score})
+    if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
+        save_checkpoint(out / "snapshots" / f"epoch_{epoch:03d}.pt",
+                        {"config": asdict(cfg), "ema": ema.state_dict(), "epoch": epoch, "step": history["step"]})
+    if progress:
+        tqdm.write(f"epoch {epoch}: train {row['train_loss']:.4f}  val raw {row['val_loss_raw']:.4f}  "
+                   f"val EMA {row['val_loss_ema']:.4f}  ({row['seconds_per_step'] * 1000:.0f} ms/step)")
+
+
+_reduced = {}     # the one tensor this module all-reduces itself, kept alive until the group is left
+
+
+def _data_parallel(model, device, rank: int, world: int):
+    """(the network to train, this rank's share of each global batch): the model itself and every
+    sample in one process; under torchrun, DistributedDataParallel and the samples rank, rank + N, ..."""
+    if world == 1:
+        return model, slice(None)
+    from torch.nn.parallel import DistributedDataParallel
+    _reduced["loss"] = torch.zeros((), device=device)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None), \
+        slice(rank, None, world)
+
+
+def _global_mean(loss: torch.Tensor, world: int) -> torch.Tensor:
+    """The mean of ``loss`` over the processes (itself in one process)."""
+    if world == 1:
+        return loss
+    import torch.distributed as dist
+    reduced = _reduced["loss"]
+    reduced.copy_(loss)
+    dist.all_reduce(reduced)
+    return reduced / world
+
+
+def _leave_process_group(wait_seconds: float = 30.0) -> None:
+    """Leave the process group once no collective still holds the one Python tensor this code
+    all-reduces (``_global_mean``). A backend's worker thread frees a finished collective a moment after
     the caller moves on; if Python has dropped the tensor by then, freeing it needs the GIL, and
     the main thread holds the GIL while it joins that worker as the group is destroyed (when the
     DDP wrapper goes), so both wait forever. Waiting until the worker has let go of the tensor
     (its use count is back to Python's one reference) removes the race."""
     import torch.distributed as dist
+    reduced = _reduced.pop("loss")
     deadline = time.monotonic() + wait_seconds
     while reduced._use_count() > 1 and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -102,3 +102,32 @@ def test_resume_restarts_a_run_stopped_before_its_first_checkpoint(tmp_path, tin
     (foreign / "config.json").write_text("{}")
     one_line_error(capsys, ["train", "--out", str(foreign), "--resume"], "not a qdm run")
     assert (foreign / "config.json").read_text() == "{}"
+
+
+def test_every_train_config_field_is_a_described_flag():
+    """The train command is built from TrainConfig's fields: each one (and each U-Net and gate option)
+    has a flag whose help says what it is and its default, and the presets that change it."""
+    from dataclasses import fields
+    from qdm.cli import build_parser
+    from qdm.train import TrainConfig
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    helps = {opt: action.help for action in train._actions for opt in action.option_strings}
+    for f in fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        flags = f.metadata.get("options") or {f.name: None}
+        for flag in flags:
+            text = helps.get("--" + flag.replace("_", "-")) or helps.get("--" + flag)
+            assert text and "preset value when omitted" not in text and len(text) > 20, (f.name, flag, text)
+    assert "qdm 100" in helps["--epochs"] and "default 30" in helps["--epochs"]
+
+
+def test_train_flags_build_the_config():
+    from qdm.cli import build_parser, train_config
+    a = build_parser().parse_args(["train", "--preset", "qdm", "--classes", "all", "--no-skip-mid", "--lr", "0.002",
+                                   "--qubits", "8", "--no-ema-warmup"])
+    cfg = train_config(a)
+    assert cfg.classes is None and cfg.lr == 0.002 and cfg.epochs == 100 and cfg.ema_warmup is False
+    assert cfg.unet == {"time_every_scale": True, "skip_mid": False} and cfg.quantum == {"n_qubits": 8}
+    assert train_config(build_parser().parse_args(["train"])).classes == [0]
+    assert train_config(build_parser().parse_args(["train", "--digit", "3,5"])).classes == [3, 5]

@@ -53,7 +53,7 @@ def test_fast_table1_layout_paper_numbers_and_rerun_skips(tmp_path, monkeypatch)
     # a rerun reuses every finished cell: no training, no sampling, identical numbers
     metrics_files = sorted(runs.glob("fast/*/metrics-*.json"))
     before = {p: p.stat().st_mtime_ns for p in metrics_files}
-    import qdm.reproduce as r
+    import qdm.experiments.cells as r        # where a cell trains and is evaluated
     monkeypatch.setattr(r, "train", lambda *a, **k: pytest.fail("a finished cell was retrained"))
     monkeypatch.setattr(r, "evaluate_checkpoint", lambda *a, **k: pytest.fail("a finished cell was re-evaluated"))
     reproduce("table1", "fast", classes=[0, 1], runs_dir=runs, results_dir=results, device="cpu", progress=False)

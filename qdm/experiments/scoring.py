@@ -1,0 +1,89 @@
+"""Scoring a model as every table and study does: N images sampled from a checkpoint's EMA weights
+against the test images of its class (FID Eq. 11, KID, SSIM Eq. 12), and the reference rows that
+give the numbers a scale (real-vs-real: the floor at this N; noise-vs-real: the ceiling)."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qdm import metrics
+from qdm.checkpoint import write_json
+from qdm.data import DATASETS, load_images
+from qdm.errors import UserError
+from qdm.experiments.protocol import column
+from qdm.inference import for_sampling
+from qdm.train import make_diffusion, model_from_checkpoint, resolve_device
+
+
+_inception = {}
+
+
+def inception_once(device):
+    """This process's Inception network on ``device``, loaded once (workers of a grid each load theirs)."""
+    if str(device) not in _inception:
+        _inception[str(device)] = metrics.inception(device)
+    return _inception[str(device)]
+
+
+def real_set(dataset: str, cls, proto: dict, fid_model, device, data_dir=None):
+    """The real test images of a column and their (cached) Inception features."""
+    classes = None if cls is None else [cls]
+    real = load_images(dataset, "test", classes, data_dir)[:proto["n_real"]]
+    feats = metrics.reference_features(dataset, classes, "test", len(real), fid_model, device, data_dir)
+    return real, feats
+
+
+def score(generated: torch.Tensor, real: torch.Tensor, real_features: np.ndarray, fid_model, device) -> dict:
+    """FID (Eq. 11), KID, SSIM (Eq. 12; random real pair, and nearest real) of a set of images."""
+    f = metrics.inception_features(generated, fid_model, device=device)
+    kid, kid_std = metrics.kernel_inception_distance(f, real_features)
+    return {"FID": metrics.frechet_distance(f, real_features), "KID": kid, "KID_std": kid_std,
+            "SSIM": metrics.ssim_random_pairs(generated, real),
+            "SSIM_nearest": metrics.ssim_nearest_real(generated, real)}
+
+
+def generate(checkpoint, proto: dict, device="cpu", progress=False):
+    """proto['n'] images from a checkpoint's EMA weights, in batches of 500, seeded."""
+    model, cfg = model_from_checkpoint(checkpoint, device)
+    diffusion = make_diffusion(cfg)            # its schedule and epsilon source (qdm.noise)
+    eps = for_sampling(model, proto.get("precision", "fp32"))
+    batches = torch.arange(proto["n"]).split(500)
+    with torch.inference_mode():
+        images = [diffusion.sample(eps, (len(b), DATASETS[cfg.dataset][0], 28, 28), proto["sampler"], proto["steps"],
+                                   generator=torch.Generator().manual_seed(proto["seed"] + i), device=device,
+                                   progress=progress).cpu() for i, b in enumerate(batches)]
+    return torch.cat(images), cfg
+
+
+def evaluate_checkpoint(checkpoint, proto: dict, fid_model=None, device="cpu", data_dir=None,
+                        progress=False) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Sample from a checkpoint and score the images against the test images of the class(es)
+    it was trained on. Returns (metrics, generated images, real images)."""
+    device = resolve_device(str(device))
+    fid_model = fid_model or metrics.inception(device)
+    t0 = time.perf_counter()
+    images, cfg = generate(checkpoint, proto, device, progress)
+    seconds = time.perf_counter() - t0
+    cls = None if cfg.classes is None else (cfg.classes[0] if len(cfg.classes) == 1 else None)
+    if cfg.classes is not None and len(cfg.classes) > 1:
+        raise UserError("evaluate needs a checkpoint trained on one class or on all classes")
+    real, real_f = real_set(cfg.dataset, cls, proto, fid_model, device, data_dir or cfg.data_dir)
+    result = {**score(images, real, real_f, fid_model, device), "sample_seconds": seconds, "protocol": proto}
+    return result, images, real
+
+
+def reference_rows(folder: Path, dataset: str, cls, proto: dict, fid_model, device, data_dir=None) -> dict:
+    """Real training images vs the test images (the floor at this N) and Gaussian noise
+    vs the test images (the ceiling), cached in ``folder`` as JSON."""
+    path = folder / f"reference-{dataset}-{column(cls)}-n{proto['n']}-real{proto['n_real']}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    real, real_f = real_set(dataset, cls, proto, fid_model, device, data_dir)
+    train_x = load_images(dataset, "train", None if cls is None else [cls], data_dir)[:proto["n"]]
+    noise = torch.randn((len(train_x), *real.shape[1:]), generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    rows = {"real-vs-real": score(train_x, real, real_f, fid_model, device),
+            "noise-vs-real": score(noise, real, real_f, fid_model, device)}
+    write_json(path, rows)
+    return rows
