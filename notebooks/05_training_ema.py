@@ -38,8 +38,8 @@
 #
 # **Time:** about a minute in the full build (64 samples drawn and scored; the test images'
 # Inception features, computed once and shared with chapters 6 and 7, take a few minutes more on
-# a cold cache); seconds in fast mode. Nothing is trained for long here: the runs shown took
-# 9 and 58 minutes (their manifest says how they were trained).
+# a cold cache); seconds in fast mode. Nothing is trained for long here: the runs shown are
+# committed (`pretrained/manifest.json` says how each was trained, and for how long).
 
 # %% tags=["remove-cell"]
 # On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).

@@ -68,9 +68,8 @@ if RUN_FAST_REPRODUCE or not (results / "table2.csv").exists():
             raise UserError("no local medmnist/pathmnist.npz (fast mode does not download)")
         load_images("pathmnist", "test", [1])
     except UserError as e:
-        print(
-            f"real PathMNIST unavailable: {e}\nusing a synthetic file in medmnist's format instead"
-        )
+        reason = str(e).replace(str(data_root()), "QDM_DATA_DIR")  # no machine path on the page
+        print(f"real PathMNIST unavailable: {reason}\nusing a synthetic file in medmnist's format")
         data_dir, synthetic = tempfile.mkdtemp(prefix="qdm-synthetic-"), True
         write_synthetic_pathmnist(data_dir, n=45)  # layout only: a few images are enough
     runs = Path(tempfile.mkdtemp(prefix="qdm-table2-")) if synthetic else Path("runs/reproduce")
