@@ -241,7 +241,7 @@ def _new_output(path: Path, suffix: str, overwrite: bool) -> Path:
     """Refuse to write ``path`` over a checkpoint or a run's config.json or summary.json (ever), or over
     any other existing file without --overwrite."""
     from qdm.checkpoint import check_out_path
-    from qdm.train import is_run
+    from qdm.runfolder import is_run
     path = check_out_path(path)
     if path.suffix.lower() != suffix:
         raise UserError(f"--out {path} must end in {suffix}")

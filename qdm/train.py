@@ -9,8 +9,6 @@ A run lives in one folder:
     best.pt       the EMA weights with the lowest validation loss
 """
 import copy
-import fnmatch
-import json
 import math
 import os
 import time
@@ -29,6 +27,7 @@ from qdm.errors import UserError
 from qdm.gates import CONTROL_GATES
 from qdm.noise import T_SAMPLING, check_choice, eps_function, sample_t
 from qdm.plots import plot_losses, save_grid
+from qdm.runfolder import RUN_FORMAT, RUN_LOGS, folder_contents, is_run, never_replaced, remove_run, run_files
 from qdm.presets import PRESETS as ALL_PRESETS, get_preset
 from qdm.schedule import make_schedule
 from qdm.unet import UNet, count_parameters
@@ -245,71 +244,7 @@ def model_from_checkpoint(path, device="cpu", weights: str = "ema"):
 RESUME_MUST_MATCH = tuple(f.name for f in fields(TrainConfig) if f.metadata["must_match"])
 
 
-RUN_FORMAT = "qdm-run-v1"        # in every run's config.json: what --overwrite may replace
-RUN_LOGS = {"config.json", "loss.csv", "epochs.csv", "loss.png", "samples"}   # what a run writes besides .pt
-RUN_FILES = ("config.json", "loss.csv", "epochs.csv", "loss.png", "samples.png", "summary.json", "*.pt",
-             "samples_*.png", "eval_*.json", "metrics-*.json", "samples/epoch_*.png", "snapshots/epoch_*.pt",
-             "snapshots/epoch_*.json", "snapshots/samples_*.p*", "snapshots/eval_*.json")
-# RUN_FILES: every file qdm writes into a run folder (train, and sample, evaluate, curve, reproduce beside it)
-RUN_FOLDERS = ("samples", "snapshots")
 LAST_KEYS = ("config", "model", "ema", "optimizer", "rng", "history")
-
-
-def is_run(folder: Path) -> bool:
-    """Whether ``folder`` holds a run's config.json written by qdm (older runs: with a qdm_version)."""
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and (config.get("format") == RUN_FORMAT or "qdm_version" in config)
-
-
-def run_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(the files in ``folder`` that qdm writes into a run, everything else)."""
-    ours, other = [], []
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if p.is_dir() and not p.is_symlink():
-            if rel.as_posix() not in RUN_FOLDERS and rel.parts[0] not in RUN_FOLDERS:
-                other.append(p)
-            continue
-        mine = any(len(rel.parts) == len(Path(pat).parts) and fnmatch.fnmatchcase(rel.as_posix(), pat)
-                   for pat in RUN_FILES)
-        (ours if mine else other).append(p)
-    return ours, other
-
-
-def _holds(folder: Path, run: bool, other: list[Path]) -> str:
-    """What a folder holds, in words: a run, a run and other files, or other files."""
-    if not run:
-        other = sorted(folder.iterdir())
-    names = ", ".join(p.relative_to(folder).as_posix() for p in other[:3]) + (", ..." if len(other) > 3 else "")
-    if run:
-        return f"a run and other files ({names})" if other else "a run"
-    return f"other files ({names}), not a qdm run"
-
-
-def _never_replaced(folder: Path) -> str | None:
-    """Why --overwrite must never empty ``folder`` (the cwd or above it, home, a root, a repository), or None."""
-    here, cwd, home = folder.resolve(), Path.cwd().resolve(), Path.home().resolve()
-    if here == cwd or here in cwd.parents:
-        return "the current folder or one above it"
-    if here == home or here in home.parents:
-        return "the home folder or one above it"
-    if here.parent == here:
-        return "a filesystem root"
-    if (here / ".git").exists():
-        return "a repository's root (it holds .git)"
-    return None
-
-
-def _remove_run(folder: Path, files: list[Path]) -> None:
-    """Remove a run's own files (and its samples/ and snapshots/ folders once empty); nothing else."""
-    for p in files:
-        p.unlink()
-    for name in RUN_FOLDERS:
-        if (folder / name).is_dir() and not any((folder / name).iterdir()):
-            (folder / name).rmdir()
 
 
 def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
@@ -336,15 +271,15 @@ def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) 
         return None
     run = is_run(out)
     if overwrite:
-        reason = _never_replaced(out)
+        reason = never_replaced(out)
         if reason:
-            raise UserError(f"--overwrite never empties {out}: it is {reason} (it holds {_holds(out, run, [])}); "
-                            "choose another --out")
+            raise UserError(f"--overwrite never empties {out}: it is {reason} "
+                            f"(it holds {folder_contents(out, run, [])}); choose another --out")
     ours, other = run_files(out) if run else ([], [])      # only a run's folder is looked through
     unstarted = run and not other and all(p.relative_to(out).parts[0] in RUN_LOGS for p in ours)
-    holds = _holds(out, run, other)
+    holds = folder_contents(out, run, other)
     if run and not other and (overwrite or (resume and unstarted)):
-        _remove_run(out, ours)
+        remove_run(out, ours)
         return None
     if overwrite:
         raise UserError(f"{out} holds {holds}: --overwrite only replaces a folder holding a qdm run and "

@@ -95,7 +95,7 @@ def test_overwrite_never_removes_what_is_not_a_run(tmp_path, capsys):
 def test_overwrite_never_empties_cwd_home_root_or_a_repository(tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
-    from qdm.train import _never_replaced
+    from qdm.runfolder import never_replaced as _never_replaced
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     (repo / "config.json").write_text('{"format": "qdm-run-v1"}')   # even one that looks like a run
