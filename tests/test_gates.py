@@ -194,7 +194,7 @@ def test_fast_ablation_table_layout(tmp_path, monkeypatch):
         ("classical", "classical", "0", "0"), ("classical", "classical", "0", "1"),
         ("cosine", "cosine", "0", "0"), ("cosine", "cosine", "0", "1")]
     fid = {v: [float(c["FID"]) for c in cells if c["variant"] == v] for v in ("classical", "cosine")}
-    se = math.sqrt(sum(torch.tensor(f).var().item() / 2 for f in fid.values()))   # sample variances, n = 2 each
+    se = math.sqrt(sum(torch.tensor(f, dtype=torch.float64).var().item() / 2 for f in fid.values()))   # sample variances, n = 2 each
     assert float(rows[1]["dFID"]) == pytest.approx(sum(fid["cosine"]) / 2 - sum(fid["classical"]) / 2)
     assert float(rows[1]["dFID_se"]) == pytest.approx(se) and rows[0]["dFID"] == ""
     text = md.read_text()
