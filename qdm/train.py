@@ -23,13 +23,14 @@ from qdm.checkpoint import (TEMP_NAME, check_out_path, csv_text, load_checkpoint
                             save_checkpoint, save_tensor, write_json, write_text)
 from qdm.data import DATASETS, check_dataset, train_val_images
 from qdm.diffusion import SAMPLERS, Diffusion
-from qdm.errors import UserError
+from qdm.errors import UserError, check_choice
 from qdm.gates import CONTROL_GATES
-from qdm.noise import T_SAMPLING, check_choice, eps_function, sample_t
 from qdm.plots import plot_losses, save_grid
 from qdm.runfolder import RUN_FORMAT, RUN_LOGS, folder_contents, is_run, never_replaced, remove_run, run_files
 from qdm.presets import PRESETS as ALL_PRESETS, get_preset
+from qdm.quantum.epsilon import eps_function
 from qdm.schedule import make_schedule
+from qdm.timesteps import T_SAMPLING, sample_t
 from qdm.unet import UNet, count_parameters
 
 
@@ -195,7 +196,7 @@ def build_model(cfg: TrainConfig) -> UNet:
 
 
 def make_diffusion(cfg: TrainConfig) -> Diffusion:
-    """The config's diffusion schedule and epsilon source (torch.randn, or qdm.noise.quantum_randn)."""
+    """The config's diffusion schedule and epsilon source (torch.randn, or qdm.quantum.epsilon.quantum_randn)."""
     return Diffusion(make_schedule(cfg.schedule, cfg.T), noise=eps_function(cfg.eps_source))
 
 
