@@ -55,7 +55,7 @@ def _noisy(what: str, **options):
     return ("quantum", {"quantum": {**PAPER_QUANTUM, **options}}, what)
 
 
-NOISE = {   # the paper's quantum model with each quantum noise option of qdm.noise
+NOISE = {   # the paper's quantum model with each quantum noise option of qdm.quantum.noisy
     "classical": GATES["classical"],
     "quantum-paper-detached": GATES["quantum-paper-detached"][:2] + ("no quantum noise (exact expectations)",),
     "shots-1000": _noisy("1000 shots per circuit evaluation", shots=1000),
@@ -69,7 +69,7 @@ NOISE = {   # the paper's quantum model with each quantum noise option of qdm.no
     "depolarizing-0.05-linear": _noisy("depolarizing p = 0.05 g(t)", channel="depolarizing", noise_p=0.05,
                                        noise_schedule="linear"),
     "eps-quantum": ("quantum", {"quantum": PAPER_QUANTUM, "eps_source": "quantum"},
-                    "diffusion noise epsilon from measured |+> bits (qdm.noise.quantum_randn)"),
+                    "diffusion noise epsilon from measured |+> bits (qdm.quantum.epsilon.quantum_randn)"),
 }
 QDM_RECIPE = {k: ALL_PRESETS["qdm"].train[k] for k in ("lr", "lr_schedule", "warmup_steps", "grad_clip", "ema_warmup", "unet")}
 PAPER_RECIPE = {k: getattr(TrainConfig(), k) for k in QDM_RECIPE}    # the same keys as the paper trained them

@@ -65,6 +65,9 @@ QUANTUM_OPTIONS = {  # flag -> (qdm.quantum.QuantumGate argument, type, help)
 }
 
 
+NOISE_GROUP = "quantum noise and noise scheduling (qdm.timesteps, qdm.quantum; off by default)"
+
+
 @dataclass
 class TrainConfig:
     """One run's configuration. Defaults are the paper's recipe (Section V-A): 30 epochs, batch 64,
@@ -94,11 +97,11 @@ class TrainConfig:
     schedule: str = option("cosine", "noise schedule: cosine (the paper), linear or sigmoid", must_match=True)
     T: int = option(1000, "diffusion steps", must_match=True)
     eps_source: str = option("torch", "epsilon from torch or quantum (measured |+> bits)", must_match=True,
-                             group="quantum noise and noise scheduling (qdm.noise; off by default)")
+                             group=NOISE_GROUP)
     t_sampling: str = option("uniform", "t in training: uniform (the paper), linear or cosine weighted",
-                             must_match=True, group="quantum noise and noise scheduling (qdm.noise; off by default)")
+                             must_match=True, group=NOISE_GROUP)
     t_reweight: bool = option(False, "importance weights 1/(T p(t)) on the loss with a weighted --t-sampling",
-                              must_match=True, group="quantum noise and noise scheduling (qdm.noise; off by default)")
+                              must_match=True, group=NOISE_GROUP)
     seed: int = option(0, "training seed", must_match=True)
     val_size: int = option(256, "validation images held out of the training set", must_match=True)
     best_by: str = option("val", "best.pt by the EMA validation loss (val) or the last batch's loss (last_batch, "

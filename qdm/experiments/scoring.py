@@ -47,7 +47,7 @@ def score(generated: torch.Tensor, real: torch.Tensor, real_features: np.ndarray
 def generate(checkpoint, proto: dict, device="cpu", progress=False):
     """proto['n'] images from a checkpoint's EMA weights, in batches of 500, seeded."""
     model, cfg = model_from_checkpoint(checkpoint, device)
-    diffusion = make_diffusion(cfg)            # its schedule and epsilon source (qdm.noise)
+    diffusion = make_diffusion(cfg)            # its schedule and epsilon source (qdm.quantum.epsilon)
     eps = for_sampling(model, proto.get("precision", "fp32"))
     batches = torch.arange(proto["n"]).split(500)
     with torch.inference_mode():
