@@ -43,6 +43,9 @@
 #
 # **Index convention.** The paper counts $t = 1, \dots, T$; qdm stores step $t$ at index
 # $t - 1$, so `alpha_bars[i]` is $\bar\alpha_{i+1}$ and the model sees the index $0, \dots, T-1$.
+#
+# **Time:** about a minute in the full build on 2 CPU cores (the one-step chain of 1,000 steps on
+# 1,024 copies of an image); seconds in fast mode.
 
 # %% tags=["remove-cell"]
 # On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).

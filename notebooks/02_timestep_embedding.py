@@ -39,6 +39,8 @@
 # qdm follows the code (`qdm.embedding.sinusoidal_embedding`), and returns all the sines first,
 # then all the cosines. The difference is harmless (the Linear layer of Eq. 6 is learned on
 # top), but it means the paper's Eq. 5 is not literally what was trained.
+#
+# **Time:** seconds in both modes.
 
 # %% tags=["remove-cell"]
 # On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).

@@ -28,6 +28,9 @@
 #
 # This notebook shows the committed results. It runs the fast preset itself only when asked
 # (`RUN_FAST_REPRODUCE` below) or when `results/table1.csv` is missing.
+#
+# **Time:** seconds in both modes: the table and its figures are the committed results
+# (`results/`).
 
 # %% tags=["remove-cell"]
 # On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).

@@ -27,6 +27,9 @@
 # appears once someone with internet runs the first command. Until then this notebook runs the
 # **fast** preset on a small **synthetic** file in medmnist's exact format (random pixels, nine
 # labels): it shows the code path and the table's layout, not results.
+#
+# **Time:** about a minute in both modes while `results/table2.*` is missing (the fast preset on a
+# small synthetic file, for the layout); seconds once the table is committed.
 
 # %% tags=["remove-cell"]
 # On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).
