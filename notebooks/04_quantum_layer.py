@@ -37,6 +37,8 @@
 # backends: `"pennylane"`, a real PennyLane QNode (any device, diff method, shots), and `"exact"`,
 # batched torch (the closed form below for `"paper"`; for the others an exact matrix product
 # state, the last section, or a statevector at small widths).
+#
+# **Time:** under a minute in the full build on 2 CPU cores (28 s measured); seconds in fast mode.
 
 # %% tags=["remove-cell"]
 # On Colab: fetch qdm and the packages Colab lacks (does nothing anywhere else).
