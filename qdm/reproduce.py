@@ -1,19 +1,20 @@
 """The paper's Table I (MNIST, per digit) and Table II (PathMNIST), filled with our numbers.
 
-Each cell (model x class x seed) is one training run plus one evaluation, kept in its own
-folder under ``runs/reproduce/<preset>/``; a finished cell has ``metrics.json`` there and a row
-in ``results/<table>_cells.csv`` and is skipped on a rerun (from a fresh clone too: the row is
-enough), an unfinished one resumes from its ``last.pt``. After every cell the
-tables are rewritten (Markdown and CSV) with the paper's own numbers beside ours and
-reference rows that give them a scale: real-vs-real (N training images of the class against
-its test images: the floor at this N) and Gaussian noise against the same test images (the
-ceiling). The quantum cells run the paper's circuit as the official code ran it (paper
-ansatz, circuit input detached; see qdm.quantum).
+Each cell (model x class x seed) is one training run plus one evaluation (qdm.experiments.cells),
+kept in its own folder under ``runs/reproduce/<preset>/``, run by the grid runner
+(qdm.experiments.grid: here, in worker processes, through submitit, or as printed commands) under
+the cell's lease. A finished cell has its metrics file there and a row in
+``results/<table>_cells.csv`` (qdm.experiments.ledger) and is never recomputed (from a fresh clone
+too: the row is enough); an unfinished one resumes from its ``last.pt``. After every cell the
+tables are rewritten (Markdown and CSV) with the paper's own numbers beside ours, the reference
+rows that give them a scale (real-vs-real: the floor at this N; noise-vs-real: the ceiling), FID
+over the floor, and quantum minus classical with its standard error. The quantum cells use the
+circuit their preset names (qdm.presets: the paper's as its code ran it, or with its input
+trained in the qdm recipe).
 
 Each (preset, protocol) has results files of its own name (``table_name``), so no run replaces
-another's table or figures; several processes may fill one table at once: a cell is run under
-its lock, and every rewrite of the tables merges, under the table's lock, what the others have
-recorded (qdm.locks).
+another's table or figures; every rewrite merges, under the table's lock, what other processes
+have recorded (qdm.locks).
 """
 import csv
 from functools import partial
