@@ -4,8 +4,9 @@
 
 Every variant is the same U-Net with a gate at the bottleneck (Eq. 8) and some TrainConfig
 overrides. Each (digit, variant, seed) cell is trained with the same preset and evaluated with the
-same protocol through qdm.reproduce.run_cell (resumable: a finished cell is reused, an unfinished one
-resumes), under the cell's lock (a cell another process holds is skipped). Cells are named by
+same protocol through qdm.experiments.cells.run_cell, on the grid runner of qdm.experiments.grid
+(resumable: a finished cell is reused, an unfinished one resumes), under the cell's lease (a cell
+another process holds is skipped). Cells are named by
 variant, so a variant in both studies (the classical model, the paper's quantum model) is trained
 once. After every cell, ``<study>.md`` and ``<study>.csv`` are
 rewritten: per digit, a row per variant with its trainable gate parameters, FID, KID and SSIM as
