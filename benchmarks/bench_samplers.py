@@ -186,16 +186,16 @@ FINALISTS = [("ddpm_respaced", 100), ("dpmpp_2m_sde", 50)]   # the two within DD
 
 def plan(models, seeds, precision_check=True):
     """(preset, digit, sampler, steps, precision, seed) in the order they run, so that the rule is
-    decided first: per model DDPM-1000 and the finalists at every seed, then DDPM-1000's fp32 twin
-    (bf16 DDPM-1000 is what the tables can use if no faster sampler passes); then the diagnostics
+    decided first: DDPM-1000's fp32 twins (bf16 DDPM-1000 is what the tables can use when no faster
+    sampler passes), then per model DDPM-1000 and the finalists at every seed; then the diagnostics
     on the first model; then every candidate at every seed (the curve against evaluations)."""
+    if precision_check:                  # first: both finalists failed the rule on qdm 0 or paper 0
+        for preset, digit in models:
+            yield preset, digit, *REFERENCE, "fp32", seeds[0]
     for preset, digit in models:
         for seed in seeds:
             for sampler, steps in [REFERENCE] + FINALISTS:
                 yield preset, digit, sampler, steps, "bf16", seed
-    if precision_check:
-        for preset, digit in models:
-            yield preset, digit, *REFERENCE, "fp32", seeds[0]
     preset, digit = models[0]
     for sampler, steps in DIAGNOSTICS:
         yield preset, digit, sampler, steps, "bf16", seeds[0]
