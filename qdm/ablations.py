@@ -26,9 +26,9 @@ from qdm.data import check_dataset
 from qdm.errors import UserError
 from qdm.gates import gate_parameters, inert_parameters
 from qdm.experiments.cells import run_cell
-from qdm.experiments.grid import check_executor, run_grid
+from qdm.experiments.grid import cell_flags, check_executor, require_finished, run_grid, runs_here
 from qdm.experiments.ledger import cells_csv, merge_recorded, parse_value, recorded_cells
-from qdm.experiments.protocol import protocol, protocol_flags, results_name
+from qdm.experiments.protocol import protocol, results_name
 from qdm.experiments.scoring import inception_once, reference_rows
 from qdm.experiments.stats import beyond_2se, difference, mean_std, pooled_difference
 from qdm.locks import cell_lock, ledger_lock
@@ -318,8 +318,7 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
 
     def command(task):
         return (f"python -m qdm ablate --study {study} --preset {preset} --digits {task[0]} --variants {task[1]} "
-                f"--seeds {task[2]} {protocol_flags(proto)} --runs-dir {runs_dir} --results-dir {results} "
-                f"--device {asked}" + (f" --data-dir {data_dir}" if data_dir else ""))
+                f"--seeds {task[2]} --runs-dir {runs_dir} --results-dir {results} {cell_flags(proto, asked, data_dir)}")
     if executor == "commands":
         run_grid(tasks, None, None, executor="commands", command=command)
         return None
@@ -332,13 +331,11 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
         cells[(task[1], str(task[0]), task[2])] = cell
         record_study(study, cells, floors, variants, counts, proto, preset, results)
 
-    here = jobs == 1 and executor == "local"
+    here = runs_here(jobs, executor)
     work = partial(run_study_cell, root=root, study=study, preset=preset, proto=proto,
                    device=device if here else str(device), data_dir=data_dir, progress=progress and here,
                    fid_model=fid_model if here else None)
     run_grid(tasks, work, record, jobs=jobs, executor=executor, folder=Path(runs_dir) / "submitit",
              cluster=cluster, slurm=slurm, label=study, progress=progress)
-    if not cells:
-        raise UserError("no cell was finished: every cell is held by another process (see "
-                        f"{root / 'locks'}; a lock is taken over once its lease runs out)")
+    require_finished(cells, root)
     return record_study(study, cells, floors, variants, counts, proto, preset, results)

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from qdm.checkpoint import atomic_write, csv_text, load_checkpoint, write_json, write_text
 from qdm.errors import UserError
-from qdm.experiments.grid import check_executor, run_grid
+from qdm.experiments.grid import cell_flags, check_executor, run_grid, runs_here
 from qdm.experiments.ledger import parse_value
-from qdm.experiments.protocol import protocol_flags
 from qdm.experiments.scoring import evaluate_checkpoint, inception_once, reference_rows
 from qdm.locks import cell_lock, ledger_lock
 from qdm.train import resolve_device
@@ -105,10 +104,9 @@ def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None,
     runs = [str(r) for r in runs]
     if executor == "commands":
         run_grid(runs, None, None, executor="commands", command=lambda run: (
-            f"python -m qdm curve {run} --every {every} {protocol_flags(proto)} --out {out_dir} "
-            f"--device {asked}" + (f" --data-dir {data_dir}" if data_dir else "")))
+            f"python -m qdm curve {run} --every {every} {cell_flags(proto, asked, data_dir)} --out {out_dir}"))
         return None
-    here = jobs == 1 and executor == "local"
+    here = runs_here(jobs, executor)
     fid_model = inception_once(device)
     scored = {}
     run_grid(runs, partial(score_run, proto=proto, device=device if here else str(device), data_dir=data_dir,

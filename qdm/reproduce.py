@@ -26,10 +26,10 @@ from qdm.checkpoint import atomic_write, csv_text, write_text
 from qdm.data import DATASETS, load_images
 from qdm.errors import UserError
 from qdm.experiments.cells import OVERVIEW_IMAGES, cell_figure, run_cell, train_cell  # noqa: F401 (re-exported)
-from qdm.experiments.grid import check_executor, run_grid
+from qdm.experiments.grid import cell_flags, check_executor, require_finished, run_grid, runs_here
 from qdm.experiments.ledger import (cells_csv, merge_recorded, parse_value, recorded_cells,  # noqa: F401
                                     recorded_references)
-from qdm.experiments.protocol import column, protocol, protocol_flags, protocol_tag, results_name  # noqa: F401
+from qdm.experiments.protocol import column, protocol, protocol_tag, results_name  # noqa: F401
 from qdm.experiments.scoring import (evaluate_checkpoint, generate, inception_once, real_set,  # noqa: F401
                                      reference_rows, score)
 from qdm.experiments.stats import beyond_2se, difference, mean_std, pooled_difference  # noqa: F401
@@ -271,8 +271,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
 
     def command(task):
         return (f"python -m qdm reproduce {table} --preset {preset} --classes {column(task[0])} --models {task[1]} "
-                f"--seeds {task[2]} {protocol_flags(proto)} --runs-dir {runs_dir} --results-dir {results} "
-                f"--device {asked}" + (f" --data-dir {data_dir}" if data_dir else ""))
+                f"--seeds {task[2]} --runs-dir {runs_dir} --results-dir {results} {cell_flags(proto, asked, data_dir)}")
     if executor == "commands":
         run_grid(tasks, None, None, executor="commands", command=command)
         return None
@@ -289,15 +288,13 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
         if progress:
             print(f"[reproduce {table}] cell {task} done: FID {cell['FID']:.2f}, SSIM {cell['SSIM']:.4f}", flush=True)
 
-    here = jobs == 1 and executor == "local"
+    here = runs_here(jobs, executor)
     work = partial(run_task, root=root, preset=preset, table=table, dataset=dataset, proto=proto,
                    device=device if here else str(device), data_dir=data_dir, results=results,
                    progress=progress and here, fid_model=fid_model if here else None)
     run_grid(tasks, work, record, jobs=jobs, executor=executor, folder=Path(runs_dir) / "submitit",
              cluster=cluster, slurm=slurm, label=f"reproduce {table}", progress=progress)
-    if not cells:
-        raise UserError("no cell was finished: every cell is held by another process (see "
-                        f"{root / 'locks'}; a lock is taken over once its lease runs out)")
+    require_finished(cells, root)
     return record_table(table, cells, refs, columns, proto, preset, results)
 
 

@@ -7,7 +7,7 @@ rendered, after MathJax has run:
 * math typeset: a page whose source has $...$ math shows it, and every math element Sphinx wrote
   holds MathJax output (none left as raw TeX, e.g. because MathJax did not load offline);
 * figures: each notebook page shows at least one image that is in the build (or a data: PNG);
-* no machine paths (/tmp/..., /work/..., /home/...) in any page;
+* no machine paths (a temporary folder, the build checkout, a home folder) in any page;
 * the full build: no page ran in fast mode, and chapters 5 and 6 show their sample figures with
   the FID the notebook asserted below its bound, at the chapter's full N (so the figures come
   from the trained weights); QDM_BOOK_FAST=1 accepts a fast build instead;

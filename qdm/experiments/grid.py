@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from qdm.errors import UserError
+from qdm.experiments.protocol import protocol_flags
 
 EXECUTORS = ("local", "submitit", "commands")
 CELL_TIMEOUT_MIN = 240      # a submitit job's time limit unless given (submitit's own default is minutes)
@@ -30,6 +31,23 @@ def check_executor(executor: str, jobs: int = 1) -> None:
         raise UserError(f"unknown --executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
+
+
+def runs_here(jobs: int, executor: str) -> bool:
+    """Whether the cells run in this process, so that they may share its Inception network and device."""
+    return jobs == 1 and executor == "local"
+
+
+def cell_flags(proto: dict, device, data_dir) -> str:
+    """The flags every printed cell command ends with: the protocol, the device asked for, the data root."""
+    return f"{protocol_flags(proto)} --device {device}" + (f" --data-dir {data_dir}" if data_dir else "")
+
+
+def require_finished(cells, root: Path) -> None:
+    """Refuse a grid of which no cell was finished (every one held by other processes)."""
+    if not cells:
+        raise UserError("no cell was finished: every cell is held by another process (see "
+                        f"{Path(root) / 'locks'}; a lock is taken over once its lease runs out)")
 
 
 def _init_worker(threads: int):
