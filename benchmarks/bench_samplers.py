@@ -152,19 +152,20 @@ def summarize(rows: dict, floors: dict) -> tuple[str, list]:
 
 
 def plot(curves: list, floors: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     models = [m for m in MODELS if any((c["preset"], c["digit"]) == m for c in curves)]
     if not models:
         return
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(models), 3.6))
+    axes = fig.subplots(1, len(models), squeeze=False)
+    samplers = sorted({c["sampler"] for c in curves if c["sampler"] != "ddpm"})    # one colour each, every panel
     for ax, (preset, digit) in zip(axes[0], models):
         mine = [c for c in curves if (c["preset"], c["digit"]) == (preset, digit)]
-        for k, sampler in enumerate(sorted({c["sampler"] for c in mine if c["sampler"] != "ddpm"})):
+        for sampler in sorted({c["sampler"] for c in mine if c["sampler"] != "ddpm"}):
             pts = sorted((c["evaluations"], c["FID"], c["sd"]) for c in mine if c["sampler"] == sampler)
             x, y, e = zip(*pts)
-            ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", ms=3, capsize=2, label=sampler, color=f"C{k}")
+            ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", ms=3, capsize=2, label=sampler,
+                        color=f"C{samplers.index(sampler)}")
         ref = [c for c in mine if c["sampler"] == "ddpm"]
         for c in ref:
             ax.errorbar([c["evaluations"]], [c["FID"]], yerr=[np.nan_to_num(c["sd"])], marker="s", color="k",
@@ -173,12 +174,11 @@ def plot(curves: list, floors: dict, path: Path) -> None:
             ax.axhspan(ref[0]["lo"], ref[0]["hi"], color="k", alpha=0.15, label="DDPM-1000 (3 seeds, range)")
         if digit in floors:
             ax.axhline(floors[digit], color="k", ls=":", label="real-vs-real floor")
+        ax.legend(fontsize=7)
         ax.set(xscale="log", yscale="log", xlabel="network evaluations", ylabel="FID (N = 1000)",
                title=f"{preset} recipe, digit {digit}")
-    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
 
 
 FINALISTS = [("ddpm_respaced", 100), ("dpmpp_2m_sde", 50)]   # the two within DDPM-1000's reach on qdm 0, seed 0
