@@ -7,11 +7,13 @@ work: steps, network evaluations, images), in interleaved rounds so that the mac
 every variant alike; the medians are reported with their ratio to today's path.
 
 - training: the step train() takes (loss, backward, clipping, Adam, EMA update) on a batch of 64,
-  fp32 (today) and bf16 autocast on channels-last memory, classical and quantum (the paper's circuit,
-  exact simulator), times the preset's steps (paper 2,670, qdm 8,900 on digit 0);
-- sampling: one network evaluation on a batch of 500 (qdm.reproduce.generate's batch), with
-  torch.no_grad in fp32 (today), inference_mode in fp32, and qdm.inference's bf16 path, times the
-  sampler's evaluations (DDPM-1000: 1000) and the two batches of N = 1000;
+  fp32 (today), bf16 autocast on channels-last memory, and fp32 under torch.compile, classical and
+  quantum (the paper's circuit, exact simulator), times the preset's steps (paper 2,670, qdm 8,900
+  on digit 0);
+- sampling: one network evaluation on a batch of 500 (qdm.reproduce.generate's batch), classical
+  and quantum, with torch.no_grad in fp32 (today), inference_mode in fp32, and qdm.inference's
+  paths (compiled fp32, bf16, compiled bf16), times the sampler's evaluations (DDPM-1000: 1000)
+  and the two batches of N = 1000; a compiled path's first call (the compilation) is timed apart;
 - scoring: Inception features of the generated images (timed on --score-n images, scaled to N), and
   the rest of the score (FID, KID, both SSIMs) once on N images.
 
@@ -50,13 +52,16 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def train_step(preset: str, model_kind: str, bf16: bool):
-    """One of train()'s steps for the preset's network, as a function of no arguments."""
+def train_step(preset: str, model_kind: str, path: str):
+    """One of train()'s steps for the preset's network, as a function of no arguments, on ``path``:
+    fp32, bf16 (autocast, channels-last) or compiled (fp32, the network under torch.compile)."""
     cfg = make_config(preset, model=model_kind, quantum=get_preset(preset).quantum_cells if model_kind == "quantum" else {})
     torch.manual_seed(0)
     model = build_model(cfg)
+    bf16 = path == "bf16"
     if bf16:
         model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model, dynamic=False) if path == "compiled" else model
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     diffusion = make_diffusion(cfg)
@@ -66,7 +71,7 @@ def train_step(preset: str, model_kind: str, bf16: bool):
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = diffusion.loss(model, x0)
+            loss = diffusion.loss(net, x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -76,10 +81,14 @@ def train_step(preset: str, model_kind: str, bf16: bool):
     return step
 
 
-def network_call(preset: str, path: str, batch: int = 500):
-    """One network evaluation of the sampler's batch, on ``path``: today, inference_mode, bf16."""
-    model = build_model(make_config(preset)).eval()
-    eps = for_sampling(model, "bf16" if path == "bf16" else "fp32")
+SAMPLE_PATHS = ("today", "inference_mode", "compiled", "bf16", "compiled bf16")
+
+
+def network_call(model_kind: str, path: str, batch: int = 500):
+    """One network evaluation of the sampler's batch (the paper preset's network), on ``path``."""
+    cfg = make_config("paper", model=model_kind, quantum=get_preset("paper").quantum_cells if model_kind == "quantum" else {})
+    model = build_model(cfg).eval()
+    eps = for_sampling(model, "bf16" if "bf16" in path else "fp32", compiled="compiled" in path)
     x, t = torch.randn(batch, 1, 28, 28), torch.full((batch,), 500)
     guard = torch.no_grad if path == "today" else torch.inference_mode
 
@@ -87,6 +96,12 @@ def network_call(preset: str, path: str, batch: int = 500):
         with guard():
             eps(x, t)
     return call
+
+
+def first_call_seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def startup_seconds() -> float:
@@ -109,9 +124,12 @@ def main():
     p.add_argument("--out", help="also write the Markdown report here")
     a = p.parse_args()
     load = os.getloadavg()[0]
-    train_variants = {(preset, kind, bf16): train_step(preset, kind, bf16)
-                      for preset in PRESET_STEPS for kind in ("classical", "quantum") for bf16 in (False, True)}
-    sample_variants = {path: network_call("paper", path) for path in ("today", "inference_mode", "bf16")}
+    kinds = ("classical", "quantum")
+    train_variants = {(preset, kind, path): train_step(preset, kind, path)
+                      for preset in PRESET_STEPS for kind in kinds for path in ("fp32", "bf16", "compiled")}
+    sample_variants = {(kind, path): network_call(kind, path) for kind in kinds for path in SAMPLE_PATHS}
+    compile_s = {k: first_call_seconds(fn) for k, fn in list(train_variants.items()) + list(sample_variants.items())
+                 if "compiled" in k[-1]}
     fid_model = metrics.inception("cpu")
     real = load_images("mnist", "test", [0])
     generated = load_images("mnist", "train", [0])[:a.n]          # stands in for samples: same cost
@@ -140,46 +158,56 @@ def main():
              f"in the same interleaved rounds, are the result). Medians of {a.rounds} rounds; each phase scaled "
              f"from its sample to the whole.", "",
              "## Training (per step, batch 64; minutes for the preset's steps on digit 0)", "",
-             "| preset | model | fp32 ms/step | bf16 + channels-last ms/step | speed-up | fp32 min | bf16 min |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| preset | model | fp32 ms/step | bf16 + channels-last ms/step | speed-up | compiled fp32 ms/step "
+             "| speed-up | fp32 min | bf16 min |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for preset, steps in PRESET_STEPS.items():
-        for kind in ("classical", "quantum"):
-            f32, b16 = train_s[(preset, kind, False)], train_s[(preset, kind, True)]
-            lines.append(f"| {preset} | {kind} | {f32 * 1e3:.1f} | {b16 * 1e3:.1f} | {f32 / b16:.2f}x "
-                         f"| {f32 * steps / 60:.1f} | {b16 * steps / 60:.1f} |")
+        for kind in kinds:
+            f32, b16, comp = (train_s[(preset, kind, path)] for path in ("fp32", "bf16", "compiled"))
+            lines.append(f"| {preset} | {kind} | {f32 * 1e3:.1f} | {b16 * 1e3:.1f} | {f32 / b16:.2f}x | "
+                         f"{comp * 1e3:.1f} | {f32 / comp:.2f}x | {f32 * steps / 60:.1f} | {b16 * steps / 60:.1f} |")
     for preset in PRESET_STEPS:
-        for bf16 in (False, True):
-            q, c = train_s[(preset, "quantum", bf16)], train_s[(preset, "classical", bf16)]
-            lines.append(f"\nQuantum (paper circuit) over classical step, {preset}, {'bf16' if bf16 else 'fp32'}: "
-                         f"{q / c:.2f}x (goal at most 1.1x).")
+        for path in ("fp32", "bf16"):
+            q, c = train_s[(preset, "quantum", path)], train_s[(preset, "classical", path)]
+            lines.append(f"\nQuantum (paper circuit) over classical step, {preset}, {path}: {q / c:.2f}x "
+                         "(goal at most 1.1x).")
     lines += ["", f"## Sampling N = {a.n} (batches of 500; one network evaluation timed)", "",
-              "| path | s per evaluation of 500 | speed-up | DDPM-1000 min | "
-              f"{a.few_steps} evaluations min |", "|---|---:|---:|---:|---:|"]
-    for path, s in sample_s.items():
-        lines.append(f"| {path} | {s:.3f} | {sample_s['today'] / s:.2f}x | {s * 1000 * batches / 60:.1f} "
-                     f"| {s * a.few_steps * batches / 60:.2f} |")
+              "| model | path | s per evaluation of 500 | speed-up | compiling s | DDPM-1000 min | "
+              f"{a.few_steps} evaluations min |", "|---|---|---:|---:|---:|---:|---:|"]
+    for (kind, path), s in sample_s.items():
+        comp = compile_s.get((kind, path), 0.0)
+        lines.append(f"| {kind} | {path} | {s:.3f} | {sample_s[(kind, 'today')] / s:.2f}x | {comp:.0f} "
+                     f"| {(s * 1000 * batches + comp) / 60:.1f} | {(s * a.few_steps * batches + comp) / 60:.2f} |")
+    for path in SAMPLE_PATHS:
+        lines.append(f"\nQuantum (paper circuit) over classical evaluation, {path}: "
+                     f"{sample_s[('quantum', path)] / sample_s[('classical', path)]:.2f}x (goal at most 1.1x).")
     lines += ["", f"## Scoring N = {a.n}", "",
               f"Inception features {feat_s['today'] * a.n / a.score_n:.0f} s (timed on {a.score_n} images), "
               f"FID + KID + SSIM (random pairs and nearest of 200) {rest_s:.0f} s; start-up of a fresh process "
               f"(imports, the digit's images, Inception weights) {start_s:.0f} s.", "",
               "## One cell (minutes), from a cold start", "",
-              "| preset | model | today: fp32, DDPM-1000 | bf16 sampling, DDPM-1000 | bf16 training and sampling, "
-              f"DDPM-1000 | bf16 training and sampling, {a.few_steps} evaluations | speed-up (last) |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+              "Sampling paths include their compilation. The tables' path is the fastest that keeps their numbers: "
+              "fp32 training (the weights are the table's), DDPM-1000 (`results/samplers.md`: no few-step sampler "
+              "passed the rule), compiled sampling (the same function to float rounding), and bf16 sampling only "
+              "where `results/samplers.md` finds it within DDPM-1000's seed spread.", "",
+              "| preset | model | today: fp32, DDPM-1000 | compiled fp32 sampling | compiled bf16 sampling "
+              f"| bf16 training, compiled bf16 sampling | the same, {a.few_steps} evaluations | speed-up (last) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+
+    def sampling(kind, path, evaluations):
+        return sample_s[(kind, path)] * evaluations * batches + compile_s.get((kind, path), 0.0)
     for preset, steps in PRESET_STEPS.items():
-        for kind in ("classical", "quantum"):
-            f32, b16 = train_s[(preset, kind, False)] * steps, train_s[(preset, kind, True)] * steps
+        for kind in kinds:
+            f32, b16 = train_s[(preset, kind, "fp32")] * steps, train_s[(preset, kind, "bf16")] * steps
             fixed = start_s + scoring
-            today = fixed + f32 + sample_s["today"] * 1000 * batches
-            cells = [today, fixed + f32 + sample_s["bf16"] * 1000 * batches,
-                     fixed + b16 + sample_s["bf16"] * 1000 * batches,
-                     fixed + b16 + sample_s["bf16"] * a.few_steps * batches]
+            cells = [fixed + f32 + sampling(kind, "today", 1000), fixed + f32 + sampling(kind, "compiled", 1000),
+                     fixed + f32 + sampling(kind, "compiled bf16", 1000),
+                     fixed + b16 + sampling(kind, "compiled bf16", 1000),
+                     fixed + b16 + sampling(kind, "compiled bf16", a.few_steps)]
             lines.append(f"| {preset} | {kind} | " + " | ".join(f"{c / 60:.1f}" for c in cells)
-                         + f" | {today / cells[-1]:.1f}x |")
-    lines += ["", "Which of these paths the tables may use is decided by measurement, not by speed: bf16 "
-                  "sampling and a few-step sampler only where `results/samplers.md` shows FID within the spread "
-                  "of three DDPM-1000 sampling seeds; bf16 training changes the trained weights: it is measured here "
-                  "only, and no preset uses it until a study shows models trained so score alike."]
+                         + f" | {cells[0] / cells[-1]:.1f}x |")
+    lines += ["", "bf16 training changes the trained weights: it is measured here only, and no preset uses it "
+                  "until a study shows models trained so score alike. Compiled training is slower than eager on "
+                  "these CPUs (the column above), so training stays eager."]
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:

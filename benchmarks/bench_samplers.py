@@ -29,7 +29,7 @@ import torch
 from qdm import metrics
 from qdm.checkpoint import atomic_write, csv_text, write_json, write_text
 from qdm.data import DATASETS
-from qdm.inference import for_sampling
+from qdm.inference import for_sampling, worth_compiling
 from qdm.experiments.ledger import recorded_cells
 from qdm.experiments.protocol import column, protocol
 from qdm.reproduce import real_set, reference_rows, score, table_name, train_cell
@@ -51,7 +51,8 @@ def evaluations(sampler: str, steps: int) -> int:
 def sample(checkpoint: Path, sampler: str, steps: int, precision: str, n: int, seed: int):
     """n images from the checkpoint's EMA weights, in batches of 500 (as qdm.reproduce.generate)."""
     model, cfg = model_from_checkpoint(checkpoint)
-    diffusion, eps = make_diffusion(cfg), for_sampling(model, precision)
+    diffusion = make_diffusion(cfg)
+    eps = for_sampling(model, precision, worth_compiling(evaluations(sampler, steps) * n))
     shape = (DATASETS[cfg.dataset][0], 28, 28)
     images = []
     with torch.inference_mode():

@@ -16,7 +16,7 @@ from typing import get_args
 
 from qdm.diffusion import SAMPLERS
 from qdm.errors import UserError
-from qdm.inference import check_precision, for_sampling
+from qdm.inference import check_precision, for_sampling, worth_compiling
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -277,7 +277,8 @@ def cmd_sample(a):
     _new_output(out.with_suffix(".pt"), ".pt", a.overwrite)
     diffusion = make_diffusion(cfg)
     with torch.inference_mode():
-        images = diffusion.sample(for_sampling(model, a.precision), (a.n, DATASETS[cfg.dataset][0], 28, 28),
+        eps = for_sampling(model, a.precision, worth_compiling(steps * a.n))
+        images = diffusion.sample(eps, (a.n, DATASETS[cfg.dataset][0], 28, 28),
                                   a.sampler, a.steps, generator=torch.Generator().manual_seed(a.seed), device=device,
                                   progress=not a.no_progress)
     save_tensor(out.with_suffix(".pt"), images)

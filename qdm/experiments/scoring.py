@@ -13,7 +13,7 @@ from qdm.checkpoint import write_json
 from qdm.data import DATASETS, load_images
 from qdm.errors import UserError
 from qdm.experiments.protocol import column
-from qdm.inference import for_sampling
+from qdm.inference import for_sampling, worth_compiling
 from qdm.train import make_diffusion, model_from_checkpoint, resolve_device
 
 
@@ -48,8 +48,8 @@ def generate(checkpoint, proto: dict, device="cpu", progress=False):
     """proto['n'] images from a checkpoint's EMA weights, in batches of 500, seeded."""
     model, cfg = model_from_checkpoint(checkpoint, device)
     diffusion = make_diffusion(cfg)            # its schedule and epsilon source (qdm.quantum.epsilon)
-    eps = for_sampling(model, proto.get("precision", "fp32"))
     batches = torch.arange(proto["n"]).split(500)
+    eps = for_sampling(model, proto.get("precision", "fp32"), worth_compiling(proto["steps"] * proto["n"]))
     with torch.inference_mode():
         images = [diffusion.sample(eps, (len(b), DATASETS[cfg.dataset][0], 28, 28), proto["sampler"], proto["steps"],
                                    generator=torch.Generator().manual_seed(proto["seed"] + i), device=device,

@@ -76,7 +76,7 @@ def check_gate_noise(backend: str, shots, channel, p: float, schedule: str) -> N
 # ---------------------------------------------------------------------------------------------
 def check_channel_p(channel, p) -> None:
     """UserError for a nonzero channel probability without a channel (it would change nothing)."""
-    if channel is None and bool(torch.as_tensor(p).ne(0).any()):
+    if channel is None and (bool(p.ne(0).any()) if torch.is_tensor(p) else p != 0):
         raise UserError("a channel probability (noise_p, --noise-p) needs a channel: give channel "
                         f"(--channel) one of {', '.join(CHANNELS)}, or leave the probability at 0")
 
