@@ -5,7 +5,9 @@
 * landing_samples.png: the paper recipe's samples beside the qdm recipe's best, each titled with
   its FID from the committed tables;
 * table1_headline.md: Table I's digit-0 FID row by row (the paper, ours with each recipe, the
-  floor and the ceiling), read from results/table1.csv and results/table1_qdm.csv.
+  floor and the ceiling), then each recipe's answer over every digit measured so far (FID over the
+  floor, quantum minus classical pooled over digits), read from results/table1.csv and
+  results/table1_qdm.csv, and copied into the README's headline block.
 
 Written once and committed, like every file in results/; rerun after the results change:
 
@@ -21,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from qdm.experiments.stats import beyond_2se, pooled_difference  # noqa: E402
 from qdm.quantum import circuit_outputs, weight_shape  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,10 +83,65 @@ def headline() -> Path:
             ("ours, the qdm recipe, quantum", qdm_recipe[("FID", "ours quantum")]),
             ("real vs real (the floor)", paper[("FID", "ours real-vs-real")]),
             ("noise vs real (the ceiling)", paper[("FID", "ours noise-vs-real")])]
-    lines = ["| Table I, digit 0 | FID |", "|---|---:|"] + [f"| {name} | {v:.1f} |" for name, v in rows]
+    lines = ["| Table I, every digit measured so far | the paper's recipe | the qdm recipe |", "|---|---|---|"]
+    answers = [recipe_answer(name) for name in ("table1", "table1_qdm")]
+    for i, label in enumerate(["digits measured (classical, quantum)", "FID over the floor, classical (mean over digits)",
+                               "FID over the floor, quantum (mean over digits)",
+                               "quantum - classical FID, pooled over digits"]):
+        lines.append(f"| {label} | {answers[0][i]} | {answers[1][i]} |")
+    lines += ["", "| Table I, digit 0 | FID |", "|---|---:|"] + [f"| {name} | {v:.1f} |" for name, v in rows]
     path = ROOT / "results" / "table1_headline.md"
     path.write_text("\n".join(lines) + "\n")
+    readme = ROOT / "README.md"
+    readme.write_text(with_headline(readme.read_text(), path.read_text()))
     return path
+
+
+README_START, README_END = "<!-- table1_headline.md: written by book/landing_figures.py -->", "<!-- end -->"
+
+
+def with_headline(readme: str, headline_text: str) -> str:
+    """The README with its headline block (between the two markers) replaced by ``headline_text``."""
+    head, rest = readme.split(README_START)
+    return head + README_START + "\n" + headline_text + rest[rest.index(README_END):]
+
+
+def table_csv(name: str, results: Path = ROOT / "results") -> list[dict]:
+    with open(results / f"{name}.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def digits_text(n: int) -> str:
+    return f"{n} digit" + ("" if n == 1 else "s")
+
+
+def recipe_answer(name: str, results: Path = ROOT / "results") -> list[str]:
+    """A written table's answer to the paper's question, from its CSV: how many digits each model
+    has, FID over the floor averaged over digits, and quantum minus classical pooled over the
+    digits with both (± its standard error once every such digit has two seeds or more)."""
+    rows = {(r["metric"], r["row"]): r for r in table_csv(name, results)}
+    digits = [str(d) for d in range(10)]
+
+    def measured(model):
+        return [d for d in digits if rows.get(("FID", f"ours {model}"), {}).get(d)]
+    done = {m: measured(m) for m in ("classical", "quantum")}
+
+    def over_floor(model):
+        ratios = [float(rows[("FID", f"ours {model}")][d]) / float(rows[("FID", "ours real-vs-real")][d])
+                  for d in done[model]]
+        return f"{sum(ratios) / len(ratios):.2f} ({digits_text(len(ratios))})" if ratios else "—"
+    both = [d for d in done["classical"] if d in done["quantum"]]
+    diffs = [float(rows[("FID", "ours quantum")][d]) - float(rows[("FID", "ours classical")][d]) for d in both]
+    ses = [rows.get(("FID", "quantum - classical s.e."), {}).get(d) for d in both]
+    if not diffs:
+        pooled = "—"
+    elif all(ses):
+        mean, se = pooled_difference([(d, float(x)) for d, x in zip(diffs, ses)])
+        pooled = f"{mean:+.2f} ± {se:.2f}{beyond_2se(mean, se)} ({digits_text(len(diffs))})"
+    else:
+        pooled = f"{sum(diffs) / len(diffs):+.2f} ({digits_text(len(diffs))}; one seed: no standard error yet)"
+    return [f"{len(done['classical'])}, {len(done['quantum'])} of 10", over_floor("classical"),
+            over_floor("quantum"), pooled]
 
 
 def main() -> list[Path]:

@@ -1,0 +1,66 @@
+"""The landing page's Table I headline (book/landing_figures.py) read back from a table written by
+qdm.reproduce.write_tables: the pooled quantum-minus-classical difference and FID over the floor
+agree with the statistics computed directly from the cells."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from qdm.experiments.protocol import protocol
+from qdm.reproduce import write_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _landing():
+    spec = importlib.util.spec_from_file_location("landing_figures", ROOT / "book" / "landing_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cells(fids: dict) -> list[dict]:
+    """fids[(model, digit)] = FIDs over seeds -> table cells."""
+    return [dict(model=m, cls=str(d), seed=s, FID=f, SSIM=0.3, KID=0.01, SSIM_nearest=0.6, protocol={})
+            for (m, d), values in fids.items() for s, f in enumerate(values)]
+
+
+def _refs(digits):
+    return {d: {"real-vs-real": {"FID": 5.0 + d, "SSIM": 0.4, "KID": 0.0, "SSIM_nearest": 0.7},
+                "noise-vs-real": {"FID": 400.0, "SSIM": 0.0, "KID": 0.7, "SSIM_nearest": 0.05}} for d in digits}
+
+
+def test_headline_pools_quantum_minus_classical_over_digits(tmp_path):
+    fids = {("classical", 0): [20.0, 22.0, 21.0], ("quantum", 0): [25.0, 27.0, 26.5],
+            ("classical", 1): [30.0, 31.0, 29.0], ("quantum", 1): [30.5, 29.0, 31.5],
+            ("classical", 2): [40.0, 41.0]}                       # digit 2: no quantum cell yet
+    write_tables("table1", _cells(fids), _refs([0, 1, 2]), [0, 1, 2], protocol("qdm"), "qdm", tmp_path)
+    answer = _landing().recipe_answer("table1_qdm", tmp_path)
+    diffs = [np.mean(fids[("quantum", d)]) - np.mean(fids[("classical", d)]) for d in (0, 1)]
+    ses = [np.sqrt(np.var(fids[("quantum", d)], ddof=1) / 3 + np.var(fids[("classical", d)], ddof=1) / 3)
+           for d in (0, 1)]
+    mean, se = np.mean(diffs), np.sqrt(sum(s ** 2 for s in ses)) / 2
+    assert answer[0] == "3, 2 of 10"
+    assert answer[3].startswith(f"{mean:+.2f} ± {se:.2f}") and "(2 digits)" in answer[3]
+    assert ("beyond 2 s.e." in answer[3]) == (abs(mean) > 2 * se)
+    over = np.mean([np.mean(fids[("classical", d)]) / (5.0 + d) for d in (0, 1, 2)])
+    assert answer[1] == f"{over:.2f} (3 digits)"
+
+
+def test_headline_with_one_seed_gives_the_difference_without_a_standard_error(tmp_path):
+    fids = {("classical", 0): [20.0], ("quantum", 0): [23.0]}
+    write_tables("table1", _cells(fids), _refs([0]), [0], protocol("paper"), "paper", tmp_path)
+    answer = _landing().recipe_answer("table1", tmp_path)
+    assert answer[0] == "1, 1 of 10" and answer[3] == "+3.00 (1 digit; one seed: no standard error yet)"
+    assert answer[2] == f"{23.0 / 5.0:.2f} (1 digit)"
+
+
+def test_readme_shows_the_committed_headline():
+    """The README's headline block is results/table1_headline.md, as book/landing_figures.py wrote
+    it (never typed by hand), and replacing it keeps the rest of the README."""
+    landing = _landing()
+    readme, headline = (ROOT / "README.md").read_text(), (ROOT / "results" / "table1_headline.md").read_text()
+    assert landing.README_START + "\n" + headline + landing.README_END in readme
+    assert landing.with_headline(readme, headline) == readme
+    other = landing.with_headline(readme, "| x |\n")
+    assert "| x |" in other and other.replace("| x |\n", headline) == readme
