@@ -26,6 +26,9 @@
 # python -m qdm reproduce table1 --preset fast           # the whole path in minutes, images are noise
 # ```
 #
+# The same table with the qdm recipe (`--preset qdm`: the recipe that draws digits, the circuit
+# input trained) is `results/table1_qdm.md`; this chapter shows both.
+#
 # This notebook shows the committed results. It runs the fast preset itself only when asked
 # (`RUN_FAST_REPRODUCE` below) or when `results/table1.csv` is missing.
 #
@@ -61,15 +64,29 @@ from IPython.display import Markdown, display
 from qdm.reproduce import plot_table, reproduce
 
 RUN_FAST_REPRODUCE = False  # set True to re-run the table's whole path with the fast preset
-results, name = Path("results"), "table1"
+results, tables = Path("results"), ["table1", "table1_qdm"]  # the paper's recipe, the qdm recipe
 if RUN_FAST_REPRODUCE or not (results / "table1.csv").exists():
     # two digits in fast mode (CI), all ten otherwise; writes into runs/, never into results/
     md = reproduce("table1", "fast", classes=[0, 1] if FAST else None, device="cpu", progress=False)
-    results, name = md.parent, md.stem  # the fast preset's files: table1_fast.md, ...
-print(f"showing {results / f'{name}.md'}")
+    results, tables = md.parent, [md.stem]  # the fast preset's files: table1_fast.md, ...
+tables = [t for t in tables if (results / f"{t}.csv").exists()]
+print("showing", ", ".join(str(results / f"{t}.md") for t in tables))
 
 # %% [markdown]
-# ## The table
+# ## The answer so far
+#
+# Per recipe: how many digits each model has, its FID over the real-vs-real floor averaged over
+# the digits (1 would be as close as real images at this $N$), and the paper's question, quantum
+# minus classical FID, averaged over the digits with both models, ± its standard error
+# $\sqrt{\sum_d \mathrm{se}_d^2}/D$ once every such digit has several seeds. Written by
+# `book/landing_figures.py` from the tables' CSVs (the README and the landing page show the same).
+
+# %%
+if (results / "table1_headline.md").exists():
+    display(Markdown((results / "table1_headline.md").read_text()))
+
+# %% [markdown]
+# ## The tables
 #
 # Rows "paper" are the paper's Table I as printed; rows "ours" are our cells (mean ± std over
 # seeds where there are several); "real-vs-real" is $N$ training images of the digit against its
@@ -77,34 +94,42 @@ print(f"showing {results / f'{name}.md'}")
 # against them. Avg and Std are over the digits shown. A dash is a cell not run yet.
 
 # %%
-display(Markdown((results / f"{name}.md").read_text()))
+for name in tables:
+    display(Markdown((results / f"{name}.md").read_text()))
 
 # %%
-fig, axes = plt.subplots(2, 1, figsize=(11, 7))
-plot_table(results / f"{name}.csv", "FID", axes[0])
-plot_table(results / f"{name}.csv", "SSIM", axes[1])
-axes[0].set_title(
-    "Table I: FID per digit (lower is better); paper's FIDs from 5-13 images, ours from N"
-)
-axes[1].set_title("SSIM with a random real image of the digit (the paper's pairing is unspecified)")
-fig.tight_layout()
-plt.show()
+for name in tables:
+    fig, axes = plt.subplots(2, 1, figsize=(11, 7))
+    plot_table(results / f"{name}.csv", "FID", axes[0])
+    plot_table(results / f"{name}.csv", "SSIM", axes[1])
+    axes[0].set_title(
+        f"{name}: FID per digit (lower is better); the paper's from 5-13 images, ours from N"
+    )
+    axes[1].set_title(
+        "SSIM with a random real image of the digit (the paper's pairing is unspecified)"
+    )
+    fig.tight_layout()
+    plt.show()
 
 # %% [markdown]
 # ## The cells: samples beside real digits
 #
-# Each finished cell has a figure like the paper's Fig. 3-5: 64 generated images (EMA weights,
-# DDPM) beside 64 test images of the digit.
+# First the overview in the layout of the paper's Figs. 3-6: per digit, real test images, then
+# the classical and the quantum model's samples from the same starting noise. Then each finished
+# cell's figure: 64 generated images (EMA weights, DDPM) beside 64 test images of the digit.
 
 # %%
-figures = sorted((results / f"{name}_figures").glob("*.png"))
-for path in figures[: 2 if FAST else 6]:
-    img = plt.imread(path)
-    fig, ax = plt.subplots(figsize=(8, 4.3))
-    ax.imshow(img)
-    ax.axis("off")
-    plt.show()
-print(f"{len(figures)} cell figures in {results / f'{name}_figures'}")
+for name in tables:
+    figures = sorted((results / f"{name}_figures").glob("*-seed*.png"))
+    figures = [p for p in figures if "_strip" not in p.name]
+    overview = results / f"{name}_figures" / "overview.png"
+    for path in ([overview] if overview.exists() else []) + figures[: 2 if FAST else 4]:
+        img = plt.imread(path)
+        fig, ax = plt.subplots(figsize=(9, 9 * img.shape[0] / img.shape[1]))
+        ax.imshow(img)
+        ax.axis("off")
+        plt.show()
+    print(f"{len(figures)} cell figures in {results / f'{name}_figures'}")
 
 # %% [markdown]
 # ## Cost per cell
@@ -113,15 +138,18 @@ print(f"{len(figures)} cell figures in {results / f'{name}_figures'}")
 # the README), and its training steps.
 
 # %%
-with open(results / f"{name}_cells.csv") as f:
-    cells = list(csv.DictReader(f))
+cells = []
+for name in tables:
+    with open(results / f"{name}_cells.csv") as f:
+        cells += list(csv.DictReader(f))
 rows = [
-    "| digit | model | seed | steps | s / step | train (min) | sampling (min) | FID | KID | SSIM |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| preset | digit | model | seed | steps | s / step | train (min) | sampling (min) | FID | KID "
+    "| SSIM |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for c in cells:
     rows.append(
-        f"| {c['cls']} | {c['model']} | {c['seed']} | {c['steps']} | "
+        f"| {c['preset']} | {c['cls']} | {c['model']} | {c['seed']} | {c['steps']} | "
         f"{float(c['seconds_per_step']):.3f} "
         f"| {float(c['train_seconds']) / 60:.1f} | {float(c['sample_seconds']) / 60:.1f} "
         f"| {float(c['FID']):.1f} | {float(c['KID']):.4f} | {float(c['SSIM']):.4f} |"
