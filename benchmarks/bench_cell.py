@@ -207,7 +207,9 @@ def main():
                          + f" | {cells[0] / cells[-1]:.1f}x |")
     lines += ["", "bf16 training changes the trained weights: it is measured here only, and no preset uses it "
                   "until a study shows models trained so score alike. Compiled training is slower than eager on "
-                  "these CPUs (the column above), so training stays eager."]
+                  "these CPUs (the column above), so training stays eager. Where bf16 training is far slower than fp32, "
+                  "oneDNN has picked its AMX weight-gradient convolution kernel, which some machines run badly "
+                  "(`ONEDNN_VERBOSE=1` names the kernel and its time); bf16 sampling uses only forward kernels."]
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:

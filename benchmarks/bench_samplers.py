@@ -52,7 +52,7 @@ def sample(checkpoint: Path, sampler: str, steps: int, precision: str, n: int, s
     """n images from the checkpoint's EMA weights, in batches of 500 (as qdm.reproduce.generate)."""
     model, cfg = model_from_checkpoint(checkpoint)
     diffusion = make_diffusion(cfg)
-    eps = for_sampling(model, precision, worth_compiling(evaluations(sampler, steps) * n))
+    eps = for_sampling(model, precision, worth_compiling(evaluations(sampler, steps) * n, precision))
     shape = (DATASETS[cfg.dataset][0], 28, 28)
     images = []
     with torch.inference_mode():

@@ -277,7 +277,7 @@ def cmd_sample(a):
     _new_output(out.with_suffix(".pt"), ".pt", a.overwrite)
     diffusion = make_diffusion(cfg)
     with torch.inference_mode():
-        eps = for_sampling(model, a.precision, worth_compiling(steps * a.n))
+        eps = for_sampling(model, a.precision, worth_compiling(steps * a.n, a.precision))
         images = diffusion.sample(eps, (a.n, DATASETS[cfg.dataset][0], 28, 28),
                                   a.sampler, a.steps, generator=torch.Generator().manual_seed(a.seed), device=device,
                                   progress=not a.no_progress)

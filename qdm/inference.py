@@ -10,7 +10,7 @@ pass alone. Two things make that pass cheaper without touching the weights:
 - with ``compiled=True``, ``torch.compile`` fuses the network's small operations into generated
   C++ (about twice as fast on 2 CPU cores, after a compilation of some 40 s). It computes the same
   function to float rounding, so it changes no protocol: it pays for a long sampler (DDPM-1000)
-  and not for a few steps.
+  in fp32, not for a few steps, and not in bf16 (its eager kernels are faster).
 Whether bfloat16 changes what a table measures is a measurement, not an assumption: see
 ``benchmarks/bench_cell.py`` and ``benchmarks/bench_samplers.py``.
 """
@@ -33,14 +33,17 @@ def check_precision(precision: str) -> str:
 COMPILE_PAYS_FROM = 100_000  # images x network evaluations from which ~40 s of compiling pays off
 
 
-def worth_compiling(image_evaluations: int) -> bool:
+def worth_compiling(image_evaluations: int, precision: str = "fp32") -> bool:
     """Whether to compile for a job of ``image_evaluations`` (images x network calls each):
-    ``QDM_COMPILE=1`` or ``0`` decides, otherwise compile from COMPILE_PAYS_FROM (1000 images by
-    DDPM-1000 do; a few-step preview or 64 images do not)."""
+    ``QDM_COMPILE=1`` or ``0`` decides; otherwise compile fp32 from COMPILE_PAYS_FROM (1000 images
+    by DDPM-1000 do; a few-step preview or 64 images do not), and never bf16, whose eager oneDNN
+    kernels beat the compiled graph (results/bench_cell.md)."""
     choice = os.environ.get("QDM_COMPILE", "auto")
     if choice not in ("auto", "0", "1"):
         raise UserError(f"QDM_COMPILE must be 0, 1 or auto, got {choice!r}")
-    return image_evaluations >= COMPILE_PAYS_FROM if choice == "auto" else choice == "1"
+    if choice != "auto":
+        return choice == "1"
+    return check_precision(precision) == "fp32" and image_evaluations >= COMPILE_PAYS_FROM
 
 
 def compiled_or_eager(model: torch.nn.Module):

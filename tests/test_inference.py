@@ -108,6 +108,7 @@ def test_compiling_is_chosen_by_the_work_unless_QDM_COMPILE_says(monkeypatch):
     monkeypatch.delenv("QDM_COMPILE", raising=False)
     assert worth_compiling(1000 * 1000) and not worth_compiling(500 * 50) and not worth_compiling(64 * 1000)
     assert worth_compiling(COMPILE_PAYS_FROM) and not worth_compiling(COMPILE_PAYS_FROM - 1)
+    assert not worth_compiling(10**9, "bf16")
     monkeypatch.setenv("QDM_COMPILE", "0")
     assert not worth_compiling(10**9)
     monkeypatch.setenv("QDM_COMPILE", "1")

@@ -49,7 +49,8 @@ def generate(checkpoint, proto: dict, device="cpu", progress=False):
     model, cfg = model_from_checkpoint(checkpoint, device)
     diffusion = make_diffusion(cfg)            # its schedule and epsilon source (qdm.quantum.epsilon)
     batches = torch.arange(proto["n"]).split(500)
-    eps = for_sampling(model, proto.get("precision", "fp32"), worth_compiling(proto["steps"] * proto["n"]))
+    precision = proto.get("precision", "fp32")
+    eps = for_sampling(model, precision, worth_compiling(proto["steps"] * proto["n"], precision))
     with torch.inference_mode():
         images = [diffusion.sample(eps, (len(b), DATASETS[cfg.dataset][0], 28, 28), proto["sampler"], proto["steps"],
                                    generator=torch.Generator().manual_seed(proto["seed"] + i), device=device,
