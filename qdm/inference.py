@@ -1,14 +1,14 @@
-"""A trained network evaluated fast, for sampling: inference mode, and on request bfloat16.
+"""A trained network evaluated fast, for sampling: inference mode, bfloat16 and compilation on request.
 
 Sampling calls the network hundreds of times with no gradient, so its cost is the forward
-pass alone. Two things make that pass cheaper without touching the weights:
+pass alone. Three things make that pass cheaper without touching the weights:
 - ``torch.inference_mode`` (no autograd bookkeeping at all);
 - with ``precision="bf16"``, the convolutions and matrix products run in bfloat16 under
   autocast (AVX-512 BF16 / AMX on recent x86 CPUs, tensor cores on GPUs), on channels-last
   memory, which is the layout the fast bfloat16 convolution kernels use. Everything the samplers
   compute from the network's output (x0-hat, the posterior mean, the noise) stays in float32.
 - with ``compiled=True``, ``torch.compile`` fuses the network's small operations into generated
-  C++ (about twice as fast on 2 CPU cores, after a compilation of some 40 s). It computes the same
+  C++ (faster on a CPU after a compilation of some 40 s: results/bench_cell.md). It computes the same
   function to float rounding, so it changes no protocol: it pays for a long sampler (DDPM-1000)
   in fp32, not for a few steps, and not in bf16 (its eager kernels are faster).
 Whether bfloat16 changes what a table measures is a measurement, not an assumption: see
