@@ -185,7 +185,9 @@ def main():
               f"FID + KID + SSIM (random pairs and nearest of 200) {rest_s:.0f} s; start-up of a fresh process "
               f"(imports, the digit's images, Inception weights) {start_s:.0f} s.", "",
               "## One cell (minutes), from a cold start", "",
-              "Sampling paths include their compilation. The tables' path is the fastest that keeps their numbers: "
+              "Sampling paths include their compilation (as this run found it: inductor keeps compiled code "
+              "on disk, so a machine's first compilation of a network takes longer than those after it). "
+              "The tables' path is the fastest that keeps their numbers: "
               "fp32 training (the weights are the table's), DDPM-1000 (`results/samplers.md`: no few-step sampler "
               "passed the rule), compiled sampling (the same function to float rounding), and bf16 sampling only "
               "where `results/samplers.md` finds it within DDPM-1000's seed spread.", "",
