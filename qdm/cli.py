@@ -110,9 +110,9 @@ def _add_protocol(p):
     p.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the preset's protocol, ddpm for Tables I and II)")
     p.add_argument("--steps", type=int, help="sampler steps (default 1000 for ddpm, 100 for the others)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--precision", default="fp32",
-                   help="fp32 (default) or bf16: the network in bfloat16 while sampling (qdm.inference; a protocol "
-                        "of its own, recorded in the results)")
+    p.add_argument("--precision",
+                   help="fp32 or bf16: the network in bfloat16 while sampling (qdm.inference; default: the preset's "
+                        "protocol, fp32 for Tables I and II; a protocol of its own, recorded in the results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

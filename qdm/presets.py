@@ -1,6 +1,7 @@
 """Presets: named recipes, as data. A preset holds what its runs train with (TrainConfig values over
 the defaults, which are the paper's recipe, Section V-A), how its models are measured (the default
-scoring protocol of qdm.reproduce: N images, the sampler and its steps, how many real images),
+scoring protocol of qdm.reproduce: N images, the sampler and its steps, the network's precision
+while sampling, how many real images),
 the circuit its quantum table cells use, and where its results go. No code branches on a
 preset's name: a new preset is one more entry of PRESETS.
 """
@@ -19,6 +20,7 @@ class Preset:
     n: int = 1000                                  # the protocol: generated images per class,
     sampler: str = "ddpm"                          # the sampler (the paper's: DDPM over all T steps)
     steps: int = 1000                              # and its steps,
+    precision: str = "fp32"                        # the network's precision while sampling (qdm.inference),
     n_real: int | None = None                      # real test images per class (None: all of them)
     quantum_cells: dict = field(default_factory=lambda: dict(PAPER_CIRCUIT))   # Table I/II's quantum model
     results_beside_runs: bool = False              # results in <runs>/<preset>/results, not results/

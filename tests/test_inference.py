@@ -60,6 +60,17 @@ def test_precision_is_part_of_the_protocol_only_when_not_fp32():
     assert table_name("table1", "paper", protocol("paper")) == "table1"
 
 
+def test_a_preset_can_make_bf16_its_protocol(monkeypatch):
+    """The precision is preset data like the sampler: a preset that samples in bf16 gets it in its
+    default protocol (and results named for its home table), and --precision fp32 still asks for fp32."""
+    import dataclasses
+    from qdm import presets
+    monkeypatch.setitem(presets.PRESETS, "paper", dataclasses.replace(presets.get_preset("paper"), precision="bf16"))
+    assert protocol("paper")["precision"] == "bf16" and table_name("table1", "paper", protocol("paper")) == "table1"
+    assert "precision" not in protocol("paper", precision="fp32")
+    assert table_name("table1", "paper", protocol("paper", precision="fp32")) == "table1_paper_ddpm1000-fp32-n1000"
+
+
 @pytest.mark.parametrize("kwargs", [dict(precision="fp16"), dict(sampler="euler"), dict(steps=0), dict(n=0)])
 def test_bad_protocol_options_are_one_line_errors(kwargs):
     with pytest.raises(UserError):

@@ -12,13 +12,15 @@ def column(cls) -> str:
 
 
 def protocol(preset: str, n: int | None = None, sampler: str | None = None, steps: int | None = None,
-             seed: int = 0, precision: str = "fp32") -> dict:
+             seed: int = 0, precision: str | None = None) -> dict:
     """How images are measured, in one place, written into every results file: N generated
     images per class (EMA weights of best.pt) against the class's test images (all of them;
     the first n_real in the fast preset), the sampler (qdm.diffusion.SAMPLERS) and its steps, the
-    seed, and the network's precision while sampling (qdm.inference) when it is not fp32."""
+    seed, and the network's precision while sampling (qdm.inference) when it is not fp32; each
+    defaults to the preset's."""
     p = get_preset(preset)
     n_default, sampler_default, steps_default = p.n, p.sampler, p.steps
+    precision = precision or p.precision
     sampler = sampler or sampler_default
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
@@ -34,10 +36,12 @@ def protocol(preset: str, n: int | None = None, sampler: str | None = None, step
 
 
 def protocol_tag(proto: dict, preset: str) -> str:
-    """A protocol in a file name: sampler and steps, N, and the real images and seed where they
-    are not the preset's (e.g. ddim50-n500)."""
+    """A protocol in a file name: sampler and steps, the precision where it is not fp32 or not the
+    preset's, N, and the real images and seed where they are not the preset's (e.g. ddim50-n500)."""
     default = protocol(preset)
-    return (f"{proto['sampler']}{proto['steps']}" + (f"-{proto['precision']}" if "precision" in proto else "")
+    precision = proto.get("precision", "fp32")
+    named = precision != "fp32" or precision != default.get("precision", "fp32")
+    return (f"{proto['sampler']}{proto['steps']}" + (f"-{precision}" if named else "")
             + f"-n{proto['n']}"
             + (f"-real{proto.get('n_real')}" if proto.get("n_real") != default["n_real"] else "")
             + (f"-seed{proto.get('seed')}" if proto.get("seed") != default["seed"] else ""))
