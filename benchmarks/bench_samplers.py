@@ -207,10 +207,13 @@ def plot(curves: list, floors: dict, path: Path) -> None:
             ax.axhspan(ref[0]["lo"], ref[0]["hi"], color="k", alpha=0.15, label="DDPM-1000 (3 seeds, range)")
         if digit in floors:
             ax.axhline(floors[digit], color="k", ls=":", label="real-vs-real floor")
-        ax.legend(fontsize=7)
         ax.set(xscale="log", yscale="log", xlabel="network evaluations", ylabel="FID (N = 1000)",
                title=f"{preset} recipe, digit {digit}")
-    fig.tight_layout()
+    legend = {}                                  # one legend under the panels: it hides no point
+    for ax in axes[0]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=4, fontsize=7)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 
 
