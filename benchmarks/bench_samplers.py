@@ -66,16 +66,21 @@ def sample(checkpoint: Path, sampler: str, steps: int, precision: str, n: int, s
     return torch.cat(images)
 
 
-def table_twin(results: Path, preset: str, digit: int, n: int) -> dict | None:
+def table_twin(results: Path, run: Path, preset: str, digit: int, n: int) -> dict | None:
     """fp32 DDPM-1000 at sampling seed 0 is exactly what Table I's classical seed-0 cell measured
-    (same checkpoint, same noise: qdm.experiments.scoring.generate): its row, if recorded."""
+    (same noise: qdm.experiments.scoring.generate), if the cell was scored from this run folder's
+    training: its row then, when the training's recorded wall time is the cell's. A folder trained
+    again (another machine, a lost runs/) holds another model, whose seed 0 is measured here."""
+    summary = run / "summary.json"
+    if not summary.exists():
+        return None
     proto = protocol(preset)
     if (proto["sampler"], proto["steps"], proto["n"], proto.get("precision", "fp32")) != (*REFERENCE, n, "fp32"):
         return None
     cells, _ = recorded_cells(results / f"{table_name('table1', preset)}_cells.csv", preset, proto,
                               lambda c: (c["model"], c["cls"], c["seed"]))
     cell = cells.get(("classical", column(digit), 0))
-    if cell is None:
+    if cell is None or cell["train_seconds"] != json.loads(summary.read_text())["train_seconds"]:
         return None
     return {"preset": preset, "digit": digit, "sampler": REFERENCE[0], "steps": REFERENCE[1], "precision": "fp32",
             "seed": 0, "evaluations": 1000, "n": n, **{k: cell[k] for k in ("FID", "KID", "KID_std", "SSIM",
@@ -261,9 +266,9 @@ def main():
         key = (preset, digit, sampler, steps, precision, seed)
         if key in rows:
             continue
-        twin = table_twin(out, preset, digit, a.n) if (sampler, steps, precision, seed) == (*REFERENCE, "fp32", 0) \
-            else None
         run = Path(a.runs_dir) / preset / f"mnist-{digit}-classical-seed0"
+        twin = table_twin(out, run, preset, digit, a.n) if (sampler, steps, precision, seed) == (*REFERENCE, "fp32", 0) \
+            else None
         if twin is None:
             train_cell(run, preset, "mnist", digit, "classical", 0, "cpu", progress=False)
         rows[key] = twin or evaluate(run, preset, digit, sampler, steps, precision, seed, a.n, fid_model)
