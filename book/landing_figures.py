@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from qdm.experiments.stats import beyond_2se, pooled_difference  # noqa: E402
+from qdm.experiments.stats import beyond_2se  # noqa: E402
 from qdm.quantum import circuit_outputs, weight_shape  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,32 +116,29 @@ def digits_text(n: int) -> str:
 
 
 def recipe_answer(name: str, results: Path = ROOT / "results") -> list[str]:
-    """A written table's answer to the paper's question, from its CSV: how many digits each model
-    has, FID over the floor averaged over digits, and quantum minus classical pooled over the
-    digits with both (± its standard error once every such digit has two seeds or more)."""
+    """A written table's answer to the paper's question, read from its CSV (qdm.reproduce.write_tables
+    computes it): the digits each model has, its FID over the floor averaged over them, and quantum
+    minus classical averaged over the digits with both, ± its pooled standard error once the table
+    has one (every such digit with two seeds or more)."""
     rows = {(r["metric"], r["row"]): r for r in table_csv(name, results)}
     digits = [str(d) for d in range(10)]
 
-    def measured(model):
-        return [d for d in digits if rows.get(("FID", f"ours {model}"), {}).get(d)]
-    done = {m: measured(m) for m in ("classical", "quantum")}
-
-    def over_floor(model):
-        ratios = [float(rows[("FID", f"ours {model}")][d]) / float(rows[("FID", "ours real-vs-real")][d])
-                  for d in done[model]]
-        return f"{sum(ratios) / len(ratios):.2f} ({digits_text(len(ratios))})" if ratios else "—"
-    both = [d for d in done["classical"] if d in done["quantum"]]
-    diffs = [float(rows[("FID", "ours quantum")][d]) - float(rows[("FID", "ours classical")][d]) for d in both]
-    ses = [rows.get(("FID", "quantum - classical s.e."), {}).get(d) for d in both]
+    def values(key):
+        row = rows.get(key, {})
+        return [float(row[d]) for d in digits if row.get(d)], row.get("Avg")
+    done = {m: values(("FID / floor", f"ours {m}")) for m in ("classical", "quantum")}
+    over_floor = {m: f"{float(avg):.2f} ({digits_text(len(v))})" if v else "—" for m, (v, avg) in done.items()}
+    diffs, pooled_mean = values(("FID", "quantum - classical"))
+    with_se, pooled_se = values(("FID", "quantum - classical s.e."))
     if not diffs:
         pooled = "—"
-    elif all(ses):
-        mean, se = pooled_difference([(d, float(x)) for d, x in zip(diffs, ses)])
-        pooled = f"{mean:+.2f} ± {se:.2f}{beyond_2se(mean, se)} ({digits_text(len(diffs))})"
+    elif pooled_mean and pooled_se:
+        mean, se = float(pooled_mean), float(pooled_se)
+        pooled = f"{mean:+.2f} ± {se:.2f}{beyond_2se(mean, se)} ({digits_text(len(with_se))})"
     else:
         pooled = f"{sum(diffs) / len(diffs):+.2f} ({digits_text(len(diffs))}; one seed: no standard error yet)"
-    return [f"{len(done['classical'])}, {len(done['quantum'])} of 10", over_floor("classical"),
-            over_floor("quantum"), pooled]
+    return [f"{len(done['classical'][0])}, {len(done['quantum'][0])} of 10", over_floor["classical"],
+            over_floor["quantum"], pooled]
 
 
 def main() -> list[Path]:
