@@ -316,14 +316,14 @@ def against_floor(results_dir, table: str, preset: str, proto: dict | None = Non
 
 def plot_table(csv_path, metric: str = "FID", ax=None):
     """Bars per column of a written table (<table>.csv): the paper's rows, ours, and the
-    real-vs-real floor and noise ceiling as lines, for one metric."""
+    real-vs-real floor and noise ceiling as lines, for one metric (not the derived rows)."""
     import csv
     import matplotlib.pyplot as plt
     with open(csv_path) as f:
         rows = [r for r in csv.DictReader(f) if r["metric"] == metric]
     cols = [c for c in rows[0] if c not in ("metric", "row", "Avg", "Std")]
     ax = ax or plt.subplots(figsize=(10, 3.5))[1]
-    bars = [r for r in rows if not r["row"].endswith("-vs-real")]
+    bars = [r for r in rows if r["row"].startswith(("paper ", "ours ")) and not r["row"].endswith("-vs-real")]
     width = 0.8 / len(bars)
     for i, r in enumerate(bars):
         values = [float(r[c]) if r[c] not in ("", None) else np.nan for c in cols]

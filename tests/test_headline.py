@@ -64,3 +64,14 @@ def test_readme_shows_the_committed_headline():
     assert landing.with_headline(readme, headline) == readme
     other = landing.with_headline(readme, "| x |\n")
     assert "| x |" in other and other.replace("| x |\n", headline) == readme
+
+
+def test_table_plot_draws_the_models_and_references_not_the_derived_rows(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from qdm.reproduce import plot_table
+    fids = {("classical", 0): [20.0, 22.0], ("quantum", 0): [25.0, 27.0]}
+    write_tables("table1", _cells(fids), _refs([0]), [0], protocol("qdm"), "qdm", tmp_path)
+    labels = plot_table(tmp_path / "table1_qdm.csv", "FID").get_legend_handles_labels()[1]
+    assert set(labels) == {"paper classical", "ours classical", "paper quantum", "ours quantum",
+                           "ours real-vs-real", "ours noise-vs-real"}
