@@ -6,7 +6,8 @@ for each model (the classical seed-0 cell of Table I, trained here if absent), N
 (sampler, evaluations, sampling seed), scored like a table cell (qdm.reproduce.score: FID, KID,
 SSIM against all test images of the digit). Sampling runs in bfloat16 (qdm.inference), whose
 effect is held to the same rule: bf16 DDPM-1000's mean over three seeds must lie within the range
-of three fp32 seeds (the same noise seed by seed; fp32 seed 0 is Table I's cell itself).
+of three fp32 seeds (the same noise seed by seed; fp32 seed 0 is Table I's cell where this run
+folder holds that cell's training).
 
 Two diagnostics on the first model separate "few steps" from "no noise": DDIM with 1000 steps
 (eta = 0, deterministic, as many evaluations as DDPM) and DDIM-100 with eta = 1 (fresh noise).
@@ -33,7 +34,7 @@ from qdm.data import DATASETS
 from qdm.inference import for_sampling, worth_compiling
 from qdm.experiments.ledger import recorded_cells
 from qdm.experiments.protocol import column, protocol
-from qdm.reproduce import real_set, reference_rows, score, table_name, train_cell
+from qdm.reproduce import cell_key, real_set, reference_rows, score, table_name, train_cell
 from qdm.train import make_diffusion, model_from_checkpoint
 
 MODELS = [("qdm", 0), ("paper", 0), ("qdm", 1), ("paper", 1)]
@@ -77,8 +78,7 @@ def table_twin(results: Path, run: Path, preset: str, digit: int, n: int) -> dic
     proto = protocol(preset)
     if (proto["sampler"], proto["steps"], proto["n"], proto.get("precision", "fp32")) != (*REFERENCE, n, "fp32"):
         return None
-    cells, _ = recorded_cells(results / f"{table_name('table1', preset)}_cells.csv", preset, proto,
-                              lambda c: (c["model"], c["cls"], c["seed"]))
+    cells, _ = recorded_cells(results / f"{table_name('table1', preset)}_cells.csv", preset, proto, cell_key)
     cell = cells.get(("classical", column(digit), 0))
     if cell is None or cell["train_seconds"] != json.loads(summary.read_text())["train_seconds"]:
         return None
@@ -119,6 +119,15 @@ def read_rows(path: Path) -> dict:
 
 def spread(values):
     return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"))
+
+
+def rule_status(per_model: dict) -> str:
+    """The rule's verdict from {(preset, digit): within?}: passes on every model of MODELS, fails on
+    any, or not measured on every model yet; with the models so far."""
+    status = ("passes" if len(per_model) == len(MODELS) and all(per_model.values())
+              else "fails" if not all(per_model.values()) else "not measured on every model yet")
+    shown = ", ".join(f"{p} {d}: {'yes' if ok else 'no'}" for (p, d), ok in sorted(per_model.items()))
+    return status + (f" ({shown})" if shown else "")
 
 
 def summarize(rows: dict, floors: dict) -> tuple[str, list]:
@@ -174,18 +183,12 @@ def summarize(rows: dict, floors: dict) -> tuple[str, list]:
     lines += ["## The rule", "", "A sampler replaces DDPM-1000 in the tables only if it is *within* on every model "
               f"of {', '.join(f'{p} {d}' for p, d in MODELS)}, each with three seeds.", ""]
     for (sampler, steps), per_model in sorted(verdict.items()):
-        status = ("passes" if len(per_model) == len(MODELS) and all(per_model.values())
-                  else "fails" if not all(per_model.values()) else "not measured on every model yet")
-        shown = ", ".join(f"{p} {d}: {'yes' if ok else 'no'}" for (p, d), ok in sorted(per_model.items()))
-        lines.append(f"- {sampler}-{steps}: {status} ({shown})")
+        lines.append(f"- {sampler}-{steps}: {rule_status(per_model)}")
     if not verdict:
         lines.append(f"- no sampler has three seeds on any model yet (models so far: {models})")
     lines += ["", "bf16 sampling replaces fp32 only if bf16 DDPM-1000's mean lies within the range of three fp32 "
               "DDPM-1000 seeds on every model:", ""]
-    status = ("passes" if len(precision_verdict) == len(MODELS) and all(precision_verdict.values())
-              else "fails" if not all(precision_verdict.values()) else "not measured on every model yet")
-    shown = ", ".join(f"{p} {d}: {'yes' if ok else 'no'}" for (p, d), ok in sorted(precision_verdict.items()))
-    lines.append(f"- bf16 DDPM-1000: {status}" + (f" ({shown})" if shown else ""))
+    lines.append(f"- bf16 DDPM-1000: {rule_status(precision_verdict)}")
     return "\n".join(lines) + "\n", curves
 
 
