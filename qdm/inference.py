@@ -3,9 +3,10 @@
 Sampling calls the network hundreds of times with no gradient, so its cost is the forward
 pass alone. Three things make that pass cheaper without touching the weights:
 - ``torch.inference_mode`` (no autograd bookkeeping at all);
+- channels-last memory (``memory_layout``), the layout oneDNN's CPU convolutions and the GPUs'
+  bfloat16 kernels are fastest on; it moves the weights, not their values;
 - with ``precision="bf16"``, the convolutions and matrix products run in bfloat16 under
-  autocast (AVX-512 BF16 / AMX on recent x86 CPUs, tensor cores on GPUs), on channels-last
-  memory, which is the layout the fast bfloat16 convolution kernels use. Everything the samplers
+  autocast (AVX-512 BF16 / AMX on recent x86 CPUs, tensor cores on GPUs). Everything the samplers
   compute from the network's output (x0-hat, the posterior mean, the noise) stays in float32.
 - with ``compiled=True``, ``torch.compile`` fuses the network's small operations into generated
   C++ (faster on a CPU after a compilation of some 40 s: results/bench_cell.md). It computes the same
@@ -28,6 +29,15 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
     return precision
+
+
+def memory_layout(device: torch.device, precision: str = "fp32") -> torch.memory_format:
+    """The layout a network runs in, for training (fp32) and sampling: channels-last on a CPU,
+    where oneDNN's convolutions are faster on it in fp32 and bf16 (forward and weight gradient:
+    results/bench_cell.md), and for bf16 on any device; the default layout for fp32 on a GPU. Either
+    layout computes the same function to float rounding (tests/test_inference.py, test_train.py)."""
+    bf16 = check_precision(precision) == "bf16"
+    return torch.channels_last if device.type == "cpu" or bf16 else torch.contiguous_format
 
 
 COMPILE_PAYS_FROM = 100_000  # images x network evaluations from which ~40 s of compiling pays off
@@ -66,19 +76,15 @@ def compiled_or_eager(model: torch.nn.Module):
 
 def for_sampling(model: torch.nn.Module, precision: str = "fp32", compiled: bool = False):
     """``eps(x, t)``: the model's noise prediction in float32, computed in ``precision``, by the
-    compiled network if ``compiled``. With bf16 the model is moved to channels-last memory (in
-    place; its values are unchanged)."""
-    check_precision(precision)
-    model.eval()
-    if precision == "bf16":
-        model.to(memory_format=torch.channels_last)
+    compiled network if ``compiled``. The model is moved (in place) to ``memory_layout``."""
+    device = next(model.parameters()).device
+    model.eval().to(memory_format=memory_layout(device, precision))
     net = compiled_or_eager(model) if compiled else model
     if precision == "fp32":
         return net
-    device_type = next(model.parameters()).device.type
 
     def eps(x, t):
-        with torch.autocast(device_type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             out = net(x.contiguous(memory_format=torch.channels_last), t)
         return out.float().contiguous()
     return eps

@@ -25,6 +25,7 @@ from qdm.data import DATASETS, check_dataset, train_val_images
 from qdm.diffusion import SAMPLERS, Diffusion
 from qdm.errors import UserError, check_choice
 from qdm.gates import CONTROL_GATES
+from qdm.inference import memory_layout
 from qdm.plots import plot_losses, save_grid
 from qdm.runfolder import RUN_FORMAT, RUN_LOGS, folder_contents, is_run, never_replaced, remove_run, run_files
 from qdm.presets import PRESETS as ALL_PRESETS, get_preset
@@ -359,7 +360,7 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
     state = _open_run(out, cfg, resume, overwrite, rank, world)
     train_x, val_x = _training_images(cfg, data)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg).to(device, memory_format=memory_layout(device))
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     diffusion = make_diffusion(cfg)

@@ -8,7 +8,9 @@ from qdm.checkpoint import atomic_write, load_checkpoint, save_checkpoint, write
 from qdm.diffusion import Diffusion
 from qdm.errors import UserError
 from qdm.schedule import make_schedule
-from qdm.train import ema_decay_at, ema_update, make_config, train
+from qdm.presets import get_preset
+from qdm.inference import memory_layout
+from qdm.train import build_model, ema_decay_at, ema_update, make_config, make_diffusion, train
 from qdm.unet import UNet
 
 
@@ -25,6 +27,29 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
         opt.zero_grad(), loss.backward(), opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("kind", ["classical", "quantum"])
+def test_channels_last_training_step_equals_the_default_layout(kind):
+    """train() runs on a CPU in channels-last memory (memory_layout): the same loss and gradients,
+    to float rounding, as the default layout, for the qdm recipe's networks."""
+    assert memory_layout(torch.device("cpu")) == torch.channels_last
+    cfg = make_config("qdm", model=kind, quantum=get_preset("qdm").quantum_cells if kind == "quantum" else {})
+    torch.manual_seed(0)
+    dense = build_model(cfg)
+    packed = copy.deepcopy(dense).to(memory_format=torch.channels_last)
+    assert not packed.enc2.weight.is_contiguous()                   # the layout differs, the values do not
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(8, 1, 28, 28, generator=g) * 2 - 1
+    t, noise = torch.randint(0, 1000, (8,), generator=g), torch.randn(8, 1, 28, 28, generator=g)
+    diffusion = make_diffusion(cfg)
+    losses = [diffusion.loss(net, x0, t=t, noise=noise) for net in (dense, packed)]
+    assert losses[0].item() == pytest.approx(losses[1].item(), rel=1e-5)
+    for loss in losses:
+        loss.backward()
+    for (name, a), b in zip(dense.named_parameters(), packed.parameters()):
+        scale = a.grad.abs().max().item() + 1e-12
+        assert (a.grad - b.grad).abs().max().item() <= 1e-4 * scale, name
 
 
 def test_ema_update_is_eq10():
