@@ -1,19 +1,21 @@
-"""What one Table I cell costs, phase by phase, on today's path and on each speed-up, in one run.
+"""What one Table I cell costs, phase by phase, before the speed-ups and on each of them, in one run.
 
 A cell (qdm.reproduce.run_cell) is: start-up (imports, data, Inception weights), training for the
 preset's steps, sampling N = 1000 images, scoring them (Inception features, FID, KID, SSIM). Each
 phase is timed on a fixed sample of its work and scaled to the whole (its cost is linear in the
 work: steps, network evaluations, images), in interleaved rounds so that the machine's load hits
-every variant alike; the medians are reported with their ratio to today's path.
+every variant alike; the medians are reported with their ratio to the path before (eager fp32).
 
 - training: the step train() takes (loss, backward, clipping, Adam, EMA update) on a batch of 64,
-  fp32 (today), bf16 autocast on channels-last memory, and fp32 under torch.compile, classical and
-  quantum (the paper's circuit, exact simulator), times the preset's steps (paper 2,670, qdm 8,900
-  on digit 0);
+  fp32 in the default memory layout (before), fp32 on channels-last memory (train()'s path on a
+  CPU: qdm.inference.memory_layout), bf16 autocast on channels-last memory, and fp32 under
+  torch.compile, classical and quantum (the paper's circuit, exact simulator), times the preset's
+  steps (paper 2,670, qdm 8,900 on digit 0);
 - sampling: one network evaluation on a batch of 500 (qdm.reproduce.generate's batch), classical
-  and quantum, with torch.no_grad in fp32 (today), inference_mode in fp32, and qdm.inference's
-  paths (compiled fp32, bf16, compiled bf16), times the sampler's evaluations (DDPM-1000: 1000)
-  and the two batches of N = 1000; a compiled path's first call (the compilation) is timed apart;
+  and quantum: eager fp32 under torch.no_grad in the default layout (before), inference_mode,
+  compiled fp32 in the default layout, and qdm.inference.for_sampling's paths (channels-last:
+  compiled fp32, bf16, compiled bf16), times the sampler's evaluations (DDPM-1000: 1000) and the
+  two batches of N = 1000; a compiled path's first call (the compilation) is timed apart;
 - scoring: Inception features of the generated images (timed on --score-n images, scaled to N), and
   the rest of the score (FID, KID, both SSIMs) once on N images.
 
@@ -33,7 +35,7 @@ import torch
 from qdm import metrics
 from qdm.checkpoint import write_text
 from qdm.data import load_images
-from qdm.inference import for_sampling
+from qdm.inference import compiled_or_eager, for_sampling
 from qdm.train import ema_update, make_config, make_diffusion, build_model
 from qdm.presets import get_preset
 from qdm.reproduce import score
@@ -52,22 +54,24 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+TRAIN_PATHS = ("fp32", "channels-last", "bf16", "compiled")
+
+
 def train_step(preset: str, model_kind: str, path: str):
     """One of train()'s steps for the preset's network, as a function of no arguments, on ``path``:
-    fp32, bf16 (autocast, channels-last) or compiled (fp32, the network under torch.compile)."""
+    fp32 (default layout), channels-last (fp32), bf16 (autocast, channels-last) or compiled (fp32,
+    default layout, the network under torch.compile)."""
     cfg = make_config(preset, model=model_kind, quantum=get_preset(preset).quantum_cells if model_kind == "quantum" else {})
     torch.manual_seed(0)
     model = build_model(cfg)
     bf16 = path == "bf16"
-    if bf16:
+    if path in ("channels-last", "bf16"):
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model, dynamic=False) if path == "compiled" else model
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     diffusion = make_diffusion(cfg)
     x0 = torch.rand(64, 1, 28, 28) * 2 - 1
-    if bf16:
-        x0 = x0.contiguous(memory_format=torch.channels_last)
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -81,16 +85,22 @@ def train_step(preset: str, model_kind: str, path: str):
     return step
 
 
-SAMPLE_PATHS = ("today", "inference_mode", "compiled", "bf16", "compiled bf16")
+SAMPLE_PATHS = ("before", "inference_mode", "compiled, default layout", "compiled", "bf16", "compiled bf16")
 
 
 def network_call(model_kind: str, path: str, batch: int = 500):
-    """One network evaluation of the sampler's batch (the paper preset's network), on ``path``."""
+    """One network evaluation of the sampler's batch (the paper preset's network), on ``path``: the
+    first three in the default memory layout (the model as built), the rest through for_sampling."""
     cfg = make_config("paper", model=model_kind, quantum=get_preset("paper").quantum_cells if model_kind == "quantum" else {})
     model = build_model(cfg).eval()
-    eps = for_sampling(model, "bf16" if "bf16" in path else "fp32", compiled="compiled" in path)
+    if path in ("before", "inference_mode"):
+        eps = model
+    elif path == "compiled, default layout":
+        eps = compiled_or_eager(model)
+    else:
+        eps = for_sampling(model, "bf16" if "bf16" in path else "fp32", compiled="compiled" in path)
     x, t = torch.randn(batch, 1, 28, 28), torch.full((batch,), 500)
-    guard = torch.no_grad if path == "today" else torch.inference_mode
+    guard = torch.no_grad if path == "before" else torch.inference_mode
 
     def call():
         with guard():
@@ -126,7 +136,7 @@ def main():
     load = os.getloadavg()[0]
     kinds = ("classical", "quantum")
     train_variants = {(preset, kind, path): train_step(preset, kind, path)
-                      for preset in PRESET_STEPS for kind in kinds for path in ("fp32", "bf16", "compiled")}
+                      for preset in PRESET_STEPS for kind in kinds for path in TRAIN_PATHS}
     sample_variants = {(kind, path): network_call(kind, path) for kind in kinds for path in SAMPLE_PATHS}
     compile_s = {k: first_call_seconds(fn) for k, fn in list(train_variants.items()) + list(sample_variants.items())
                  if "compiled" in k[-1]}
@@ -158,15 +168,17 @@ def main():
              f"in the same interleaved rounds, are the result). Medians of {a.rounds} rounds; each phase scaled "
              f"from its sample to the whole.", "",
              "## Training (per step, batch 64; minutes for the preset's steps on digit 0)", "",
-             "| preset | model | fp32 ms/step | bf16 + channels-last ms/step | speed-up | compiled fp32 ms/step "
-             "| speed-up | fp32 min | bf16 min |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| preset | model | fp32 ms/step | channels-last ms/step | speed-up | bf16 + channels-last ms/step "
+             "| speed-up | compiled fp32 ms/step | speed-up | fp32 min | channels-last min |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for preset, steps in PRESET_STEPS.items():
         for kind in kinds:
-            f32, b16, comp = (train_s[(preset, kind, path)] for path in ("fp32", "bf16", "compiled"))
-            lines.append(f"| {preset} | {kind} | {f32 * 1e3:.1f} | {b16 * 1e3:.1f} | {f32 / b16:.2f}x | "
-                         f"{comp * 1e3:.1f} | {f32 / comp:.2f}x | {f32 * steps / 60:.1f} | {b16 * steps / 60:.1f} |")
+            f32, cl, b16, comp = (train_s[(preset, kind, path)] for path in TRAIN_PATHS)
+            lines.append(f"| {preset} | {kind} | {f32 * 1e3:.1f} | {cl * 1e3:.1f} | {f32 / cl:.2f}x "
+                         f"| {b16 * 1e3:.1f} | {f32 / b16:.2f}x | {comp * 1e3:.1f} | {f32 / comp:.2f}x "
+                         f"| {f32 * steps / 60:.1f} | {cl * steps / 60:.1f} |")
     for preset in PRESET_STEPS:
-        for path in ("fp32", "bf16"):
+        for path in ("channels-last", "bf16"):
             q, c = train_s[(preset, "quantum", path)], train_s[(preset, "classical", path)]
             lines.append(f"\nQuantum (paper circuit) over classical step, {preset}, {path}: {q / c:.2f}x "
                          "(goal at most 1.1x).")
@@ -175,7 +187,7 @@ def main():
               f"{a.few_steps} evaluations min |", "|---|---|---:|---:|---:|---:|---:|"]
     for (kind, path), s in sample_s.items():
         comp = compile_s.get((kind, path), 0.0)
-        lines.append(f"| {kind} | {path} | {s:.3f} | {sample_s[(kind, 'today')] / s:.2f}x | {comp:.0f} "
+        lines.append(f"| {kind} | {path} | {s:.3f} | {sample_s[(kind, 'before')] / s:.2f}x | {comp:.0f} "
                      f"| {(s * 1000 * batches + comp) / 60:.1f} | {(s * a.few_steps * batches + comp) / 60:.2f} |")
     for path in SAMPLE_PATHS:
         lines.append(f"\nQuantum (paper circuit) over classical evaluation, {path}: "
@@ -187,29 +199,30 @@ def main():
               "## One cell (minutes), from a cold start", "",
               "Sampling paths include their compilation (as this run found it: inductor keeps compiled code "
               "on disk, so a machine's first compilation of a network takes longer than those after it). "
-              "The tables' path is the fastest that keeps their numbers: "
-              "fp32 training (the weights are the table's), DDPM-1000 (`results/samplers.md`: no few-step sampler "
-              "passed the rule), compiled sampling (the same function to float rounding), and bf16 sampling only "
-              "where `results/samplers.md` finds it within DDPM-1000's seed spread.", "",
-              "| preset | model | today: fp32, DDPM-1000 | compiled fp32 sampling | compiled bf16 sampling "
-              f"| bf16 training, compiled bf16 sampling | the same, {a.few_steps} evaluations | speed-up (last) |",
+              "The tables' path is the fastest that keeps their numbers: fp32 training on channels-last memory "
+              "(the same steps to float rounding), DDPM-1000 (`results/samplers.md`: no few-step sampler "
+              "passed the rule), compiled channels-last sampling (the same function to float rounding), and bf16 "
+              "sampling only where `results/samplers.md` finds it within DDPM-1000's seed spread.", "",
+              "| preset | model | before: fp32, eager DDPM-1000 | channels-last training, compiled sampling (the "
+              "tables' path) | the same, bf16 sampling | bf16 training, compiled bf16 sampling "
+              f"| the same, {a.few_steps} evaluations | speed-up (tables' path) |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
 
     def sampling(kind, path, evaluations):
         return sample_s[(kind, path)] * evaluations * batches + compile_s.get((kind, path), 0.0)
     for preset, steps in PRESET_STEPS.items():
         for kind in kinds:
-            f32, b16 = train_s[(preset, kind, "fp32")] * steps, train_s[(preset, kind, "bf16")] * steps
+            f32, cl, b16 = (train_s[(preset, kind, path)] * steps for path in ("fp32", "channels-last", "bf16"))
             fixed = start_s + scoring
-            cells = [fixed + f32 + sampling(kind, "today", 1000), fixed + f32 + sampling(kind, "compiled", 1000),
-                     fixed + f32 + sampling(kind, "compiled bf16", 1000),
+            cells = [fixed + f32 + sampling(kind, "before", 1000), fixed + cl + sampling(kind, "compiled", 1000),
+                     fixed + cl + sampling(kind, "compiled bf16", 1000),
                      fixed + b16 + sampling(kind, "compiled bf16", 1000),
                      fixed + b16 + sampling(kind, "compiled bf16", a.few_steps)]
             lines.append(f"| {preset} | {kind} | " + " | ".join(f"{c / 60:.1f}" for c in cells)
-                         + f" | {cells[0] / cells[-1]:.1f}x |")
+                         + f" | {cells[0] / cells[1]:.2f}x |")
     lines += ["", "bf16 training changes the trained weights: it is measured here only, and no preset uses it "
                   "until a study shows models trained so score alike. Compiled training is slower than eager on "
-                  "these CPUs (the column above), so training stays eager. Where bf16 training is far slower than fp32, "
+                  "these CPUs (the column above), so training stays eager, on channels-last memory. Where bf16 training is far slower than fp32, "
                   "oneDNN has picked its AMX weight-gradient convolution kernel, which some machines run badly "
                   "(`ONEDNN_VERBOSE=1` names the kernel and its time); bf16 sampling uses only forward kernels."]
     text = "\n".join(lines) + "\n"

@@ -40,6 +40,7 @@ def memory_layout(device: torch.device, precision: str = "fp32") -> torch.memory
     return torch.channels_last if device.type == "cpu" or bf16 else torch.contiguous_format
 
 
+RECOMPILE_LIMIT = 64         # compiled kinds of network per process (dynamo's default: 8)
 COMPILE_PAYS_FROM = 100_000  # images x network evaluations from which ~40 s of compiling pays off
 
 
@@ -59,6 +60,10 @@ def worth_compiling(image_evaluations: int, precision: str = "fp32") -> bool:
 def compiled_or_eager(model: torch.nn.Module):
     """``model`` under torch.compile, falling back to ``model`` itself (with a warning) where this
     machine cannot compile (no C++ compiler, an unsupported platform)."""
+    # Every network is one function to dynamo (UNet.forward), compiled once per kind (gate, layout,
+    # precision) and reused by later networks of that kind; past its default of 8 kinds a process
+    # (an ablation grid, a notebook) would run the rest uncompiled.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     fast = torch.compile(model, dynamic=False)
 
     def net(x, t):

@@ -139,3 +139,11 @@ def test_memory_layout_is_channels_last_on_a_cpu_and_for_bf16():
     assert memory_layout(gpu) == torch.contiguous_format
     with pytest.raises(UserError, match="precision"):
         memory_layout(cpu, "fp16")
+
+
+def test_compiling_a_ninth_kind_of_network_still_compiles(monkeypatch):
+    """Dynamo compiles UNet.forward once per kind of network and, past its recompile limit (8 by
+    default), runs further kinds uncompiled; a grid meets more kinds than that in one process."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    for_sampling(build_model(make_config("fast")), "fp32", compiled=True)
+    assert torch._dynamo.config.recompile_limit >= 64
