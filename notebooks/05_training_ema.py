@@ -76,7 +76,7 @@ from torch import nn
 
 from qdm import metrics
 from qdm.data import load_images, train_val_images
-from qdm.inference import for_sampling
+from qdm.inference import for_sampling, memory_layout
 from qdm.plots import image_grid
 from qdm.pretrained import entry, load, log_folder
 from qdm.train import build_model, ema_decay_at, ema_update, make_config, make_diffusion, train
@@ -87,14 +87,17 @@ from qdm.train import build_model, ema_decay_at, ema_update, make_config, make_d
 # One training step is five lines: a batch $x_0$, a timestep $t$ and a noise $\epsilon$ per image,
 # the loss of Eq. 4, an Adam step, and the EMA update of Eq. 10. Written out for the paper's recipe
 # (constant learning rate, no gradient clipping, no EMA warm-up), with the random numbers drawn in
-# the order `qdm.train.train` draws them:
+# the order `qdm.train.train` draws them. On a CPU the weights live in channels-last memory, the
+# layout in which oneDNN's convolutions run fastest (`qdm.inference.memory_layout`); it changes
+# the order of some sums, not the function, but Adam's first steps amplify rounding, so the loop
+# uses it too, and its weights match `train`'s:
 
 
 # %%
 def train_loop(cfg, images, n_steps):
     """The paper's training loop, plainly: returns the raw model, its EMA and the losses."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
+    model = build_model(cfg).to(memory_format=memory_layout(torch.device("cpu")))
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     diffusion = make_diffusion(cfg)
