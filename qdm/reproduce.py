@@ -87,6 +87,9 @@ def overview_figure(figures: Path, dataset: str, columns: list, seed: int = 0, d
             ax.set(xticks=[], yticks=[])
             if panel is not None:
                 ax.imshow(panel, interpolation="nearest")
+            else:                                # a cell not run yet, or scored before strips were kept
+                ax.text(0.5, 0.5, "no samples yet", ha="center", va="center", fontsize=7, color="0.5",
+                        transform=ax.transAxes)
             if j == 0:
                 ax.set_ylabel(label, fontsize=8)
             if i == 0:
