@@ -1,7 +1,7 @@
 """A trained network evaluated fast, for sampling: inference mode, bfloat16 and compilation on request.
 
 Sampling calls the network hundreds of times with no gradient, so its cost is the forward
-pass alone. Three things make that pass cheaper without touching the weights:
+pass alone. Four things make that pass cheaper without touching the weights' values:
 - ``torch.inference_mode`` (no autograd bookkeeping at all);
 - channels-last memory (``memory_layout``), the layout oneDNN's CPU convolutions and the GPUs'
   bfloat16 kernels are fastest on; it moves the weights, not their values;
