@@ -1,4 +1,4 @@
-"""A trained network evaluated fast, for sampling: inference mode, bfloat16 and compilation on request.
+"""A network run fast: its memory layout (training and sampling); for sampling, bfloat16 and compilation on request.
 
 Sampling calls the network hundreds of times with no gradient, so its cost is the forward
 pass alone. Four things make that pass cheaper without touching the weights' values:
