@@ -71,7 +71,9 @@ def table_twin(results: Path, run: Path, preset: str, digit: int, n: int) -> dic
     """fp32 DDPM-1000 at sampling seed 0 is exactly what Table I's classical seed-0 cell measured
     (same noise: qdm.experiments.scoring.generate), if the cell was scored from this run folder's
     training: its row then, when the training's recorded wall time is the cell's. A folder trained
-    again (another machine, a lost runs/) holds another model, whose seed 0 is measured here."""
+    again (a lost runs/) holds the same model only if the code and the machine are the same
+    (training is deterministic: qdm 0 trained again scored its cell's FID to 1e-6; paper 0, first
+    trained by older code, did not), so its seed 0 is measured here."""
     summary = run / "summary.json"
     if not summary.exists():
         return None
