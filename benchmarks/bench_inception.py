@@ -36,7 +36,7 @@ def main():
     p.add_argument("--out", default="results/bench_inception.md")
     a = p.parse_args()
     proto = protocol("qdm", n=1000, sampler="ddpm_respaced", steps=100, precision="bf16")
-    images, _ = generate(Path(a.run) / "best.pt", proto)
+    images = generate(Path(a.run) / "best.pt", proto)[0]
     model = metrics.inception("cpu")
     real_f = real_set("mnist", 0, proto, model, "cpu")[1]          # float32, cached like every cell's
     times = {False: [], True: []}

@@ -8,6 +8,7 @@ checkpoint cannot run code.
 """
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -110,6 +111,15 @@ def _torch_save(obj, tmp, path) -> None:
         full = shutil.disk_usage(Path(tmp).parent).free < 2 ** 20       # (the partial file is still there)
         raise OSError(errno.ENOSPC if full else errno.EIO,
                       f"could not write {path} (torch: {str(e).splitlines()[0][:60]})") from None
+
+
+def sha256(path) -> str:
+    """The file's SHA-256 (hex), read in blocks of 1 MiB."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_tensor(path, tensor: torch.Tensor) -> Path:

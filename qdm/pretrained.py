@@ -15,12 +15,12 @@ file is replaced by training the manifest's exact configuration into ``runs/pret
 updates an entry from a finished run.
 """
 import argparse
-import hashlib
 import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from qdm.checkpoint import sha256
 from qdm.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,14 +40,6 @@ def entry(name: str) -> dict:
         raise UserError(f"no pretrained model {name!r} in {MANIFEST.relative_to(ROOT)}: "
                         f"choose one of {', '.join(models)}")
     return models[name]
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checked(name: str, file: str) -> Path:

@@ -3,6 +3,7 @@ paper's numbers beside ours; a rerun skips finished cells; bad input fails befor
 import json
 
 import pytest
+import torch
 
 from conftest import needs_inception, needs_mnist, read_csv
 from qdm.errors import UserError
@@ -220,3 +221,41 @@ def test_table1_difference_rows_recomputed_by_hand(tmp_path):
     assert float(rows["FID", "quantum - classical"]["Avg"]) == pytest.approx(np.mean(diffs))
     assert float(rows["FID", "quantum - classical s.e."]["Avg"]) == pytest.approx(np.sqrt(sum(s ** 2 for s in ses)) / 3)
     assert "beyond 2 s.e." in (tmp_path / "table1_qdm.md").read_text()     # +3 FID on ~0.6 s.e.
+
+
+def test_a_stopped_sampling_job_resumes_from_its_kept_batches(tmp_path, tiny_data, monkeypatch):
+    """generate(keep=folder) saves each finished batch with the checkpoint's SHA-256: a job stopped
+    after one batch samples only the others when run again, and ends with the images of an
+    uninterrupted run, bit for bit; batches kept from other weights are sampled again."""
+    import qdm.experiments.scoring as scoring
+    from qdm.diffusion import Diffusion
+    from qdm.experiments.protocol import protocol
+    from qdm.train import make_config, train
+    monkeypatch.setattr(scoring, "BATCH", 2)                   # n = 5: three batches
+    for seed in (0, 1):
+        train(make_config("fast", epochs=1, batch_size=8, val_size=8, seed=seed, device="cpu"),
+              tmp_path / f"run{seed}", progress=False, data=tiny_data)
+    proto = protocol("fast", n=5, sampler="ddim", steps=4)
+    whole, _, _ = scoring.generate(tmp_path / "run0" / "best.pt", proto)
+
+    calls, real_sample = [], Diffusion.sample
+
+    def sample(self, *a, **k):
+        calls.append(k["generator"].initial_seed())
+        if stop_after is not None and len(calls) > stop_after:
+            raise KeyboardInterrupt                           # the job is stopped here
+        return real_sample(self, *a, **k)
+    monkeypatch.setattr(Diffusion, "sample", sample)
+    stop_after = 1
+    with pytest.raises(KeyboardInterrupt):
+        scoring.generate(tmp_path / "run0" / "best.pt", proto, keep=tmp_path / "run0")
+    assert sorted(p.name for p in (tmp_path / "run0").glob("generated-*")) == ["generated-ddim4-fp32-n5-seed0-batch0.pt"]
+    calls.clear()
+    stop_after = None
+    resumed, _, seconds = scoring.generate(tmp_path / "run0" / "best.pt", proto, keep=tmp_path / "run0")
+    assert calls == [1, 2] and torch.equal(resumed, whole) and seconds > 0
+    calls.clear()
+    for kept in (tmp_path / "run0").glob("generated-*"):          # the same batches, other weights
+        kept.rename(tmp_path / "run1" / kept.name)
+    other, _, _ = scoring.generate(tmp_path / "run1" / "best.pt", proto, keep=tmp_path / "run1")
+    assert calls == [0, 1, 2] and not torch.equal(other, whole)

@@ -47,8 +47,9 @@ def train_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: i
 def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int, proto: dict,
              fid_model, device, data_dir=None, figure: Path | None = None, progress=True,
              overrides: dict | None = None) -> dict:
-    """Train (or resume, or reuse) one cell and evaluate its best EMA model. The metrics file,
-    named after the protocol, marks the cell finished for that protocol and is never rewritten.
+    """Train (or resume, or reuse) one cell and evaluate its best EMA model, keeping its sampled
+    batches in the run folder (a stopped cell resumes its sampling too). The metrics file, named
+    after the protocol, marks the cell finished for that protocol and is never rewritten.
     ``overrides``: more TrainConfig values (e.g. ``quantum``, replacing the preset's quantum_cells)."""
     precision = f"-{proto['precision']}" if "precision" in proto else ""
     done = folder / (f"metrics-{proto['sampler']}{proto['steps']}{precision}-n{proto['n']}-real{proto['n_real']}"
@@ -56,7 +57,8 @@ def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int
     if done.exists():
         return json.loads(done.read_text())
     summary = train_cell(folder, preset, dataset, cls, model, seed, device, data_dir, progress, overrides)
-    result, images, real = evaluate_checkpoint(folder / "best.pt", proto, fid_model, device, data_dir, progress)
+    result, images, real = evaluate_checkpoint(folder / "best.pt", proto, fid_model, device, data_dir, progress,
+                                               keep=folder)
     result.update(model=model, cls=column(cls), seed=seed, preset=preset, train_seconds=summary["train_seconds"],
                   seconds_per_step=summary["seconds_per_step"], steps=summary["steps"],
                   cell_seconds=summary["train_seconds"] + result["sample_seconds"])

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from qdm import metrics
-from qdm.checkpoint import write_json
+from qdm.checkpoint import load_checkpoint, save_checkpoint, sha256, write_json
 from qdm.data import DATASETS, load_images
 from qdm.errors import UserError
 from qdm.experiments.protocol import column
@@ -44,29 +44,56 @@ def score(generated: torch.Tensor, real: torch.Tensor, real_features: np.ndarray
             "SSIM_nearest": metrics.ssim_nearest_real(generated, real)}
 
 
-def generate(checkpoint, proto: dict, device="cpu", progress=False):
-    """proto['n'] images from a checkpoint's EMA weights, in batches of 500, seeded."""
+BATCH = 500     # images sampled at once; batch i starts from the generator seeded with seed + i
+
+
+def batch_path(folder: Path, proto: dict, i: int) -> Path:
+    """Where ``generate`` keeps batch i of a protocol's images."""
+    return Path(folder) / (f"generated-{proto['sampler']}{proto['steps']}-{proto.get('precision', 'fp32')}"
+                           f"-n{proto['n']}-seed{proto['seed']}-batch{i}.pt")
+
+
+def generate(checkpoint, proto: dict, device="cpu", progress=False, keep=None):
+    """proto['n'] images from a checkpoint's EMA weights, in batches of BATCH, each seeded; returns
+    (images, the run's config, seconds of sampling). With ``keep`` (a folder), each finished batch
+    is saved there with the checkpoint's SHA-256, and a rerun loads it instead of sampling it again:
+    a job stopped in the middle loses at most the batch in progress, and the images and seconds
+    are those of an uninterrupted run. A batch kept from other weights is sampled again."""
     model, cfg = model_from_checkpoint(checkpoint, device)
     diffusion = make_diffusion(cfg)            # its schedule and epsilon source (qdm.quantum.epsilon)
-    batches = torch.arange(proto["n"]).split(500)
     precision = proto.get("precision", "fp32")
-    eps = for_sampling(model, precision, worth_compiling(proto["steps"] * proto["n"], precision))
-    with torch.inference_mode():
-        images = [diffusion.sample(eps, (len(b), DATASETS[cfg.dataset][0], 28, 28), proto["sampler"], proto["steps"],
-                                   generator=torch.Generator().manual_seed(proto["seed"] + i), device=device,
-                                   progress=progress).cpu() for i, b in enumerate(batches)]
-    return torch.cat(images), cfg
+    weights = sha256(checkpoint) if keep is not None else None
+    eps, images, seconds = None, [], 0.0
+    for i, b in enumerate(torch.arange(proto["n"]).split(BATCH)):
+        path = None if keep is None else batch_path(keep, proto, i)
+        kept = load_checkpoint(path) if path is not None and path.exists() else None
+        if kept is not None and kept["weights"] == weights:
+            images.append(kept["images"])
+            seconds += kept["seconds"]
+            continue
+        if eps is None:                        # compiled (if it pays) only when a batch is sampled
+            eps = for_sampling(model, precision, worth_compiling(proto["steps"] * proto["n"], precision))
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            batch = diffusion.sample(eps, (len(b), DATASETS[cfg.dataset][0], 28, 28), proto["sampler"], proto["steps"],
+                                     generator=torch.Generator().manual_seed(proto["seed"] + i), device=device,
+                                     progress=progress).cpu()
+        took = time.perf_counter() - t0
+        images.append(batch)
+        seconds += took
+        if path is not None:
+            save_checkpoint(path, {"weights": weights, "images": batch, "seconds": took})
+    return torch.cat(images), cfg, seconds
 
 
 def evaluate_checkpoint(checkpoint, proto: dict, fid_model=None, device="cpu", data_dir=None,
-                        progress=False) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Sample from a checkpoint and score the images against the test images of the class(es)
-    it was trained on. Returns (metrics, generated images, real images)."""
+                        progress=False, keep=None) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Sample from a checkpoint (keeping finished batches in ``keep``: ``generate``) and score the
+    images against the test images of the class(es) it was trained on. Returns (metrics, generated
+    images, real images)."""
     device = resolve_device(str(device))
     fid_model = fid_model or metrics.inception(device)
-    t0 = time.perf_counter()
-    images, cfg = generate(checkpoint, proto, device, progress)
-    seconds = time.perf_counter() - t0
+    images, cfg, seconds = generate(checkpoint, proto, device, progress, keep)
     cls = None if cfg.classes is None else (cfg.classes[0] if len(cfg.classes) == 1 else None)
     if cfg.classes is not None and len(cfg.classes) > 1:
         raise UserError("evaluate needs a checkpoint trained on one class or on all classes")
