@@ -226,7 +226,8 @@ def test_table1_difference_rows_recomputed_by_hand(tmp_path):
 def test_a_stopped_sampling_job_resumes_from_its_kept_batches(tmp_path, tiny_data, monkeypatch):
     """generate(keep=folder) saves each finished batch with the checkpoint's SHA-256: a job stopped
     after one batch samples only the others when run again, and ends with the images of an
-    uninterrupted run, bit for bit; batches kept from other weights are sampled again."""
+    uninterrupted run, bit for bit; an unreadable batch and batches kept from other weights are
+    sampled again."""
     import qdm.experiments.scoring as scoring
     from qdm.diffusion import Diffusion
     from qdm.experiments.protocol import protocol
@@ -254,6 +255,10 @@ def test_a_stopped_sampling_job_resumes_from_its_kept_batches(tmp_path, tiny_dat
     stop_after = None
     resumed, _, seconds = scoring.generate(tmp_path / "run0" / "best.pt", proto, keep=tmp_path / "run0")
     assert calls == [1, 2] and torch.equal(resumed, whole) and seconds > 0
+    calls.clear()
+    (tmp_path / "run0" / "generated-ddim4-fp32-n5-seed0-batch1.pt").write_bytes(b"cut short")   # unreadable
+    again, _, _ = scoring.generate(tmp_path / "run0" / "best.pt", proto, keep=tmp_path / "run0")
+    assert calls == [1] and torch.equal(again, whole)
     calls.clear()
     for kept in (tmp_path / "run0").glob("generated-*"):          # the same batches, other weights
         kept.rename(tmp_path / "run1" / kept.name)

@@ -53,6 +53,18 @@ def batch_path(folder: Path, proto: dict, i: int) -> Path:
                            f"-n{proto['n']}-seed{proto['seed']}-batch{i}.pt")
 
 
+def kept_batch(path: Path | None, weights: str) -> dict | None:
+    """A batch ``generate`` kept at ``path`` from the weights with this SHA-256, or None (no file,
+    an unreadable one, or other weights: it is sampled again)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        kept = load_checkpoint(path)
+    except UserError:
+        return None
+    return kept if kept.get("weights") == weights else None
+
+
 def generate(checkpoint, proto: dict, device="cpu", progress=False, keep=None):
     """proto['n'] images from a checkpoint's EMA weights, in batches of BATCH, each seeded; returns
     (images, the run's config, seconds of sampling). With ``keep`` (a folder), each finished batch
@@ -66,8 +78,8 @@ def generate(checkpoint, proto: dict, device="cpu", progress=False, keep=None):
     eps, images, seconds = None, [], 0.0
     for i, b in enumerate(torch.arange(proto["n"]).split(BATCH)):
         path = None if keep is None else batch_path(keep, proto, i)
-        kept = load_checkpoint(path) if path is not None and path.exists() else None
-        if kept is not None and kept["weights"] == weights:
+        kept = kept_batch(path, weights)
+        if kept is not None:
             images.append(kept["images"])
             seconds += kept["seconds"]
             continue
