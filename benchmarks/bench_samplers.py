@@ -34,6 +34,7 @@ from qdm.data import DATASETS
 from qdm.inference import for_sampling, worth_compiling
 from qdm.experiments.ledger import recorded_cells
 from qdm.experiments.protocol import column, protocol
+from qdm.experiments.scoring import BATCH, generate
 from qdm.reproduce import cell_key, real_set, reference_rows, score, table_name, train_cell
 from qdm.train import make_diffusion, model_from_checkpoint
 
@@ -50,21 +51,25 @@ def evaluations(sampler: str, steps: int) -> int:
     return 1000 if sampler == "ddpm" else steps
 
 
-def sample(checkpoint: Path, sampler: str, steps: int, precision: str, n: int, seed: int):
-    """n images from the checkpoint's EMA weights, in batches of 500 (as qdm.reproduce.generate)."""
-    model, cfg = model_from_checkpoint(checkpoint)
+def sample(run: Path, preset: str, sampler: str, steps: int, precision: str, n: int, seed: int):
+    """n images from the run's EMA weights and the seconds spent sampling them. Every sampler but
+    the eta = 1 diagnostic goes through qdm.experiments.scoring.generate with its batches kept in the
+    run folder: a stopped study resumes in the middle of a sampling, and a Table I cell of the same
+    protocol (this classical seed-0 model, this sampling seed) reuses the images instead of sampling
+    them again."""
+    if sampler != "ddim_eta1":
+        proto = protocol(preset, n=n, sampler=sampler, steps=steps, seed=seed, precision=precision)
+        images, _, seconds = generate(run / "best.pt", proto, keep=run)
+        return images, seconds
+    model, cfg = model_from_checkpoint(run / "best.pt")
     diffusion = make_diffusion(cfg)
-    eps = for_sampling(model, precision, worth_compiling(evaluations(sampler, steps) * n, precision))
-    shape = (DATASETS[cfg.dataset][0], 28, 28)
-    images = []
+    eps = for_sampling(model, precision, worth_compiling(steps * n, precision))
+    t0, images = time.perf_counter(), []
     with torch.inference_mode():
-        for i, b in enumerate(torch.arange(n).split(500)):
+        for i, b in enumerate(torch.arange(n).split(BATCH)):   # batches seeded as generate's
             g = torch.Generator().manual_seed(seed + i)
-            if sampler == "ddim_eta1":
-                images.append(diffusion.sample_ddim(eps, (len(b), *shape), steps, 1.0, g))
-            else:
-                images.append(diffusion.sample(eps, (len(b), *shape), sampler, steps, g))
-    return torch.cat(images)
+            images.append(diffusion.sample_ddim(eps, (len(b), DATASETS[cfg.dataset][0], 28, 28), steps, 1.0, g))
+    return torch.cat(images), time.perf_counter() - t0
 
 
 def table_twin(results: Path, run: Path, preset: str, digit: int, n: int) -> dict | None:
@@ -95,9 +100,7 @@ def evaluate(run: Path, preset: str, digit: int, sampler: str, steps: int, preci
     path = run / f"sampler-{sampler}{steps}-{precision}-n{n}-seed{seed}.json"
     if path.exists():
         return json.loads(path.read_text())
-    t0 = time.perf_counter()
-    images = sample(run / "best.pt", sampler, steps, precision, n, seed)
-    seconds = time.perf_counter() - t0
+    images, seconds = sample(run, preset, sampler, steps, precision, n, seed)
     real, real_f = real_set("mnist", digit, {"n_real": None}, fid_model, "cpu")
     row = {"preset": preset, "digit": digit, "sampler": sampler, "steps": steps, "precision": precision,
            "seed": seed, "evaluations": evaluations(sampler, steps), "n": n,
