@@ -30,17 +30,23 @@ def cell_figure(generated: torch.Tensor, real: torch.Tensor, title: str, path: P
 OVERVIEW_IMAGES = 8     # images per panel of the overview figure (2 rows of 4)
 
 
+def cell_config(preset: str, dataset: str, cls, model: str, seed: int, device="cpu", data_dir=None,
+                overrides: dict | None = None):
+    """A cell's TrainConfig: the preset's recipe on one class (None: all), the preset's circuit for
+    quantum cells, DDIM previews per epoch."""
+    return make_config(preset, dataset=dataset, classes=None if cls is None else [cls], model=model,
+                       seed=seed, device=str(device), data_dir=data_dir,
+                       **{"quantum": get_preset(preset).quantum_cells if model == "quantum" else {},
+                          "grid_sampler": "ddim",   # per-epoch previews only; training is the preset's
+                          **(overrides or {})})
+
+
 def train_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int, device="cpu",
                data_dir=None, progress=True, overrides: dict | None = None) -> dict:
-    """Train (or resume, or reuse) one cell's model in ``folder`` and return its summary: the
-    preset's recipe on one class, the preset's circuit for quantum cells, DDIM previews per epoch."""
+    """Train (or resume, or reuse) one cell's model (``cell_config``) in ``folder`` and return its summary."""
     if not (folder / "summary.json").exists():
-        cfg = make_config(preset, dataset=dataset, classes=None if cls is None else [cls], model=model,
-                          seed=seed, device=str(device), data_dir=data_dir,
-                          **{"quantum": get_preset(preset).quantum_cells if model == "quantum" else {},
-                             "grid_sampler": "ddim",   # per-epoch previews only; training is the preset's
-                             **(overrides or {})})
-        train(cfg, folder, resume=True, progress=progress)
+        train(cell_config(preset, dataset, cls, model, seed, device, data_dir, overrides), folder, resume=True,
+              progress=progress)
     return json.loads((Path(folder) / "summary.json").read_text())
 
 
