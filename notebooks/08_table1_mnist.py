@@ -56,6 +56,7 @@ from qdm.notebook import setup
 FAST = setup()
 
 import csv
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -112,6 +113,20 @@ for name in tables:
     plt.show()
 
 # %% [markdown]
+# ## Which sampler, and why that is sound
+#
+# Each table's protocol line names its sampler and the network's precision while sampling. The
+# paper samples by DDPM over all $T = 1000$ steps, and the tables keep it unless a cheaper way
+# scores within the spread of three DDPM-1000 sampling seeds on four trained models (both
+# recipes, digits 0 and 1): `benchmarks/bench_samplers.py` measures that, and its verdict, from
+# `results/samplers.md`, is:
+
+# %%
+samplers = Path("results/samplers.md")
+if samplers.exists() and "\n## The rule" in samplers.read_text():
+    display(Markdown("### The rule" + samplers.read_text().split("\n## The rule", 1)[1]))
+
+# %% [markdown]
 # ## The cells: samples beside real digits
 #
 # First the overview in the layout of the paper's Figs. 3-6: per digit, real test images, then
@@ -135,7 +150,8 @@ for name in tables:
 # ## Cost per cell
 #
 # Training and sampling wall time of every finished cell (2 CPU cores unless a GPU is noted in
-# the README), and its training steps.
+# the README), its training steps and the protocol it was sampled with (a cell of another protocol
+# stays recorded, but only the table's own protocol is in the table).
 
 # %%
 cells = []
@@ -143,13 +159,15 @@ for name in tables:
     with open(results / f"{name}_cells.csv") as f:
         cells += list(csv.DictReader(f))
 rows = [
-    "| preset | digit | model | seed | steps | s / step | train (min) | sampling (min) | FID | KID "
-    "| SSIM |",
-    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| preset | digit | model | seed | sampling protocol | steps | s / step | train (min) "
+    "| sampling (min) | FID | KID | SSIM |",
+    "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for c in cells:
+    proto = json.loads(c["protocol"])
     rows.append(
-        f"| {c['preset']} | {c['cls']} | {c['model']} | {c['seed']} | {c['steps']} | "
+        f"| {c['preset']} | {c['cls']} | {c['model']} | {c['seed']} "
+        f"| {proto['sampler']}-{proto['steps']} {proto.get('precision', 'fp32')} | {c['steps']} | "
         f"{float(c['seconds_per_step']):.3f} "
         f"| {float(c['train_seconds']) / 60:.1f} | {float(c['sample_seconds']) / 60:.1f} "
         f"| {float(c['FID']):.1f} | {float(c['KID']):.4f} | {float(c['SSIM']):.4f} |"
