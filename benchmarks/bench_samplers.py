@@ -263,7 +263,7 @@ def main():
     out = Path(a.out)
     rows = read_rows(out / "samplers.csv")
     fid_model = metrics.inception("cpu")
-    floors = {digit: reference_rows(Path(a.runs_dir) / preset, "mnist", digit, {"n": a.n, "n_real": None}, fid_model,
+    floors = {digit: reference_rows(Path(a.runs_dir), "mnist", digit, {"n": a.n, "n_real": None}, fid_model,
                                     "cpu")["real-vs-real"]["FID"] for preset, digit in models}   # cached after the first
     if a.report:
         text, curves = summarize(rows, floors)

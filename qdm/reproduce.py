@@ -226,7 +226,7 @@ def run_task(task: tuple, *, root: Path, preset: str, table: str, dataset: str, 
     with cell_lock(root / "locks" / f"{name}.lock") as mine:
         if not mine:
             return None
-        refs = reference_rows(root, dataset, cls, proto, fid_model, device, data_dir)
+        refs = reference_rows(root.parent, dataset, cls, proto, fid_model, device, data_dir)   # shared by presets
         return refs, run_cell(root / name, preset, dataset, cls, model, seed, proto, fid_model, device,
                               data_dir, results / f"{table_name(table, preset, proto)}_figures" / f"{name}.png",
                               progress)
@@ -280,7 +280,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
         return None
     shown = shown_columns(columns, cells)                 # the requested columns and the recorded ones
     fid_model = inception_once(device)                    # a missing weights file fails here, once
-    refs = {k: reference_rows(root, dataset, k, proto, fid_model, device, data_dir)
+    refs = {k: reference_rows(root.parent, dataset, k, proto, fid_model, device, data_dir)
             for k in shown if k not in {task[0] for task in tasks}}
 
     def record(task, out):

@@ -116,7 +116,8 @@ def evaluate_checkpoint(checkpoint, proto: dict, fid_model=None, device="cpu", d
 
 def reference_rows(folder: Path, dataset: str, cls, proto: dict, fid_model, device, data_dir=None) -> dict:
     """Real training images vs the test images (the floor at this N) and Gaussian noise
-    vs the test images (the ceiling), cached in ``folder`` as JSON."""
+    vs the test images (the ceiling), cached in ``folder`` as JSON. They depend on the data and N
+    only, so the grids of every preset share one folder (``--runs-dir``)."""
     path = folder / f"reference-{dataset}-{column(cls)}-n{proto['n']}-real{proto['n_real']}.json"
     if path.exists():
         return json.loads(path.read_text())
