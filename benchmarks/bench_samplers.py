@@ -35,6 +35,7 @@ from qdm.inference import for_sampling, worth_compiling
 from qdm.experiments.ledger import recorded_cells
 from qdm.experiments.protocol import column, protocol
 from qdm.experiments.scoring import BATCH, generate
+from qdm.locks import cell_lock
 from qdm.reproduce import cell_key, real_set, reference_rows, score, table_name, train_cell
 from qdm.train import make_diffusion, model_from_checkpoint
 
@@ -278,11 +279,15 @@ def main():
         if key in rows:
             continue
         run = Path(a.runs_dir) / preset / f"mnist-{digit}-classical-seed0"
-        twin = table_twin(out, run, preset, digit, a.n) if (sampler, steps, precision, seed) == (*REFERENCE, "fp32", 0) \
-            else None
-        if twin is None:
-            train_cell(run, preset, "mnist", digit, "classical", 0, "cpu", progress=False)
-        rows[key] = twin or evaluate(run, preset, digit, sampler, steps, precision, seed, a.n, fid_model)
+        with cell_lock(run.parent / "locks" / f"{run.name}.lock") as mine:     # the lease a Table I grid takes
+            if not mine:
+                print(f"{key}: {run} is in use by another process (a Table I grid?); left for the next run", flush=True)
+                continue
+            twin = table_twin(out, run, preset, digit, a.n) \
+                if (sampler, steps, precision, seed) == (*REFERENCE, "fp32", 0) else None
+            if twin is None:
+                train_cell(run, preset, "mnist", digit, "classical", 0, "cpu", progress=False)
+            rows[key] = twin or evaluate(run, preset, digit, sampler, steps, precision, seed, a.n, fid_model)
         print(f"{key}: FID {rows[key]['FID']:.2f} ({rows[key]['sample_seconds']:.0f} s sampling)", flush=True)
         write_text(out / "samplers.csv", csv_text([{k: v for k, v in r.items() if k != "protocol"}
                                                     for r in rows.values()]))
