@@ -88,7 +88,10 @@ def overview_figure(figures: Path, dataset: str, columns: list, seed: int = 0, d
             if panel is not None:
                 ax.imshow(panel, interpolation="nearest")
             else:                                # a cell not run yet, or scored before strips were kept
-                ax.text(0.5, 0.5, "no samples yet", ha="center", va="center", fontsize=7, color="0.5",
+                scored = i > 0 and strips[MODELS[i - 1], k].with_name(
+                    strips[MODELS[i - 1], k].name.replace("_strip", "")).exists()
+                ax.text(0.5, 0.5, "scored before strips\nwere kept: see its\ncell figure" if scored
+                        else "no samples yet", ha="center", va="center", fontsize=7, color="0.5",
                         transform=ax.transAxes)
             if j == 0:
                 ax.set_ylabel(label, fontsize=8)
