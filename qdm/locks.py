@@ -1,5 +1,6 @@
-"""Lock files for what several processes share: a cell (its run folder; a held cell is skipped)
-and a ledger (a results file that processes read, merge and write back; its lock is waited for).
+"""Lock files for what several processes share: a cell (its run folder; a held cell is skipped), a
+training run's folder (a second trainer stops with one line) and a ledger (a results file that
+processes read, merge and write back; its lock is waited for).
 
 A lock is a file holding ``<host> <pid>`` of its holder, created atomically (O_EXCL) and removed
 on release, so it also works for machines that share a folder. It is a lease: its holder touches
@@ -117,6 +118,23 @@ def cell_lock(path):
         stop.set()
         if mine:
             unlock(path)
+
+
+@contextmanager
+def run_lease(out: Path, hold: bool = True):
+    """A training run's lease on its folder, ``.<name>.lock`` beside it: a second process told to
+    train the same folder (``--resume`` twice, two grids) stops with one line instead of writing it
+    too. ``hold=False`` (the other ranks of a torchrun job) takes nothing."""
+    if not hold:
+        yield
+        return
+    out = Path(out).absolute()
+    path = out.parent / f".{out.name}.lock"
+    with cell_lock(path) as mine:
+        if not mine:
+            raise UserError(f"{out} is being trained by another process ({(_read(path) or '?').strip()}): "
+                            "wait for it to finish, or choose another --out")
+        yield
 
 
 def ledger_lock_path(ledger) -> Path:

@@ -26,6 +26,7 @@ from qdm.diffusion import SAMPLERS, Diffusion
 from qdm.errors import UserError, check_choice
 from qdm.gates import CONTROL_GATES
 from qdm.inference import for_sampling, memory_layout
+from qdm.locks import run_lease
 from qdm.plots import plot_losses, save_grid
 from qdm.runfolder import RUN_FORMAT, RUN_LOGS, folder_contents, is_run, never_replaced, remove_run, run_files
 from qdm.presets import PRESETS as ALL_PRESETS, get_preset
@@ -359,6 +360,13 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, overwrite: bool = Fal
     cfg.check()
     out = check_out_path(out_dir)
     rank, world, device = _join_process_group(resolve_device(cfg.device))
+    with run_lease(out, hold=rank == 0):          # one trainer per folder
+        return _train(cfg, out, resume, overwrite, progress, data, rank, world, device)
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, progress: bool, data: tuple | None,
+           rank: int, world: int, device: torch.device) -> dict:
+    """train()'s body, run while it holds the folder's lease."""
     state = _open_run(out, cfg, resume, overwrite, rank, world)
     train_x, val_x = _training_images(cfg, data)
     torch.manual_seed(cfg.seed)

@@ -223,6 +223,22 @@ def test_stale_temporary_files_are_removed(run):
     assert not dead.exists() and alive.exists()
 
 
+def test_two_trainers_never_write_one_folder(run, capsys):
+    """A live process training a folder holds its lease (.<name>.lock beside it): a second trainer
+    of that folder stops with one line and leaves it as it was; a dead holder's lease is taken over
+    and released when the run ends."""
+    import socket
+    lease = run.parent / f".{run.name}.lock"
+    lease.write_text(f"{socket.gethostname()} {os.getppid()}")        # alive: the process that ran pytest
+    stamp = (run / "last.pt").stat().st_mtime_ns
+    one_line_error(capsys, ["train", "--preset", "fast", "--device", "cpu", "--out", str(run), "--resume",
+                            "--no-progress"], "is being trained by another process")
+    assert (run / "last.pt").stat().st_mtime_ns == stamp and lease.read_text().endswith(str(os.getppid()))
+    lease.write_text(f"{socket.gethostname()} {dead_pid()}")
+    s = train(fast_cfg(snapshot_every=1, epochs=3), run, resume=True, progress=False, data=blobs())
+    assert s["epochs"] == 3 and not lease.exists()
+
+
 def test_atomic_write_flushes_before_renaming(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = os.fsync, os.replace
