@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qdm import metrics
 from qdm.checkpoint import atomic_write, csv_text, write_json, write_text
 from qdm.data import DATASETS
 from qdm.inference import for_sampling, worth_compiling
 from qdm.experiments.ledger import recorded_cells
 from qdm.experiments.protocol import column, protocol
-from qdm.experiments.scoring import BATCH, generate
+from qdm.experiments.scoring import BATCH, generate, inception_once
 from qdm.locks import cell_lock
 from qdm.reproduce import cell_key, real_set, reference_rows, score, table_name, train_cell
 from qdm.train import make_diffusion, model_from_checkpoint
@@ -291,7 +290,7 @@ def main():
     seeds = [int(s) for s in a.seeds.split(",")]
     out = Path(a.out)
     rows = read_rows(out / "samplers.csv")
-    fid_model = metrics.inception("cpu")
+    fid_model = inception_once("cpu")              # compiled for whole batches: the study scores ~100 sets
     floors = {digit: reference_rows(Path(a.runs_dir), "mnist", digit, {"n": a.n, "n_real": None}, fid_model,
                                     "cpu")["real-vs-real"]["FID"] for preset, digit in models}   # cached after the first
     if a.report:

@@ -44,38 +44,44 @@ RECOMPILE_LIMIT = 64         # compiled kinds of network per process (dynamo's d
 COMPILE_PAYS_FROM = 100_000  # images x network evaluations from which ~40 s of compiling pays off
 
 
+def compile_choice() -> str:
+    """``QDM_COMPILE``: "1" (always compile), "0" (never) or "auto" (where it pays; the default)."""
+    choice = os.environ.get("QDM_COMPILE", "auto")
+    if choice not in ("auto", "0", "1"):
+        raise UserError(f"QDM_COMPILE must be 0, 1 or auto, got {choice!r}")
+    return choice
+
+
 def worth_compiling(image_evaluations: int, precision: str = "fp32") -> bool:
     """Whether to compile for a job of ``image_evaluations`` (images x network calls each):
     ``QDM_COMPILE=1`` or ``0`` decides; otherwise compile fp32 from COMPILE_PAYS_FROM (1000 images
     by DDPM-1000 do; a few-step preview or 64 images do not), and never bf16, whose eager oneDNN
     kernels beat the compiled graph (results/bench_cell.md)."""
-    choice = os.environ.get("QDM_COMPILE", "auto")
-    if choice not in ("auto", "0", "1"):
-        raise UserError(f"QDM_COMPILE must be 0, 1 or auto, got {choice!r}")
+    choice = compile_choice()
     if choice != "auto":
         return choice == "1"
     return check_precision(precision) == "fp32" and image_evaluations >= COMPILE_PAYS_FROM
 
 
-def compiled_or_eager(model: torch.nn.Module):
-    """``model`` under torch.compile, falling back to ``model`` itself (with a warning) where this
-    machine cannot compile (no C++ compiler, an unsupported platform)."""
+def compiled_or_eager(model: torch.nn.Module, **options):
+    """``model`` under torch.compile (inductor ``options``), falling back to ``model`` itself (with a
+    warning) where this machine cannot compile (no C++ compiler, an unsupported platform)."""
     # Every network is one function to dynamo (UNet.forward), compiled once per kind (gate, layout,
     # precision) and reused by later networks of that kind; past its default of 8 kinds a process
     # (an ablation grid, a notebook) would run the rest uncompiled.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    fast = torch.compile(model, dynamic=False)
+    fast = torch.compile(model, dynamic=False, options=options or None)
 
-    def net(x, t):
+    def net(*inputs):
         nonlocal fast
         if fast is not None:
             try:
-                return fast(x, t)
+                return fast(*inputs)
             except Exception as e:          # inductor's errors have no common base class
-                warnings.warn(f"torch.compile failed ({type(e).__name__}); sampling uncompiled "
+                warnings.warn(f"torch.compile failed ({type(e).__name__}); running uncompiled "
                               "(QDM_COMPILE=0 skips the attempt)")
                 fast = None
-        return model(x, t)
+        return model(*inputs)
     return net
 
 

@@ -141,9 +141,9 @@ def test_memory_layout_is_channels_last_on_a_cpu_and_for_bf16():
         memory_layout(cpu, "fp16")
 
 
-def test_compiling_a_ninth_kind_of_network_still_compiles(monkeypatch):
+def test_compiling_a_ninth_kind_of_network_still_compiles():
     """Dynamo compiles UNet.forward once per kind of network and, past its recompile limit (8 by
     default), runs further kinds uncompiled; a grid meets more kinds than that in one process."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
-    for_sampling(build_model(make_config("fast")), "fp32", compiled=True)
-    assert torch._dynamo.config.recompile_limit >= 64
+    with torch._dynamo.config.patch(recompile_limit=8):      # (monkeypatch's undo would delete the option)
+        for_sampling(build_model(make_config("fast")), "fp32", compiled=True)
+        assert torch._dynamo.config.recompile_limit >= 64

@@ -45,7 +45,7 @@ def fake_run_cell(folder, preset, dataset, cls, model, seed, proto, fid_model, d
 
 def no_training(setattr):
     """Cells and reference rows without training, sampling or Inception."""
-    setattr(qdm.metrics, "inception", lambda device: None)
+    setattr(qdm.metrics, "inception", lambda device, compiled=False: None)
     setattr(qdm.experiments.scoring, "_inception", {})     # the stand-in is not kept for later tests
     for module in (qdm.reproduce, qdm.ablations):
         setattr(module, "run_cell", fake_run_cell)
@@ -147,7 +147,7 @@ def curve_row(run) -> dict:
 
 
 def test_learning_curves_are_merged_under_their_lock(tmp_path, monkeypatch):
-    monkeypatch.setattr(qdm.metrics, "inception", lambda device: None)
+    monkeypatch.setattr(qdm.metrics, "inception", lambda device, compiled=False: None)
     monkeypatch.setattr(qdm.experiments.scoring, "_inception", {})
     monkeypatch.setattr(qdm.curves, "reference_rows", fake_reference_rows)
     monkeypatch.setattr(qdm.curves, "learning_curve", lambda run, *args: [curve_row(run)])

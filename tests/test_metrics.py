@@ -122,3 +122,20 @@ def test_paper_protocol_compares_with_the_first_real_images_of_all_digits(fid_mo
     assert same["n"] == 5 and same["SSIM"] == pytest.approx(1.0) and abs(same["FID"]) < 1e-3
     other = metrics.paper_protocol(train[5:10], "mnist", fid_model)   # five other real digits
     assert other["SSIM"] < 0.5 and other["FID"] > 10 * max(abs(same["FID"]), 1e-3)
+
+
+def test_compiled_inception_gives_the_same_features(fid_model):
+    """Whole batches through the compiled twin (BatchNorm folded into the convolutions), the last,
+    smaller batch eagerly: the features equal the eager network's to float rounding (relative 1e-4;
+    features of size ~0.1-1), and a failed compilation would fail here instead of falling back."""
+    import copy
+    import warnings
+    images = blobs(10, 5, noise=0.3)
+    eager = metrics.inception_features(images, fid_model, batch_size=4)
+    fast = metrics.compile_inception(copy.deepcopy(fid_model))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="torch.compile failed")
+        compiled = metrics.inception_features(images, fast, batch_size=4)
+    assert compiled.shape == eager.shape == (10, 2048)
+    assert np.linalg.norm(compiled - eager) / np.linalg.norm(eager) < 1e-4
+    assert np.abs(compiled[8:] - eager[8:]).max() == 0          # the last batch ran eagerly

@@ -13,7 +13,7 @@ from qdm.checkpoint import load_checkpoint, save_checkpoint, sha256, write_json
 from qdm.data import DATASETS, load_images
 from qdm.errors import UserError
 from qdm.experiments.protocol import column
-from qdm.inference import for_sampling, worth_compiling
+from qdm.inference import compile_choice, for_sampling, worth_compiling
 from qdm.train import make_diffusion, model_from_checkpoint, resolve_device
 
 
@@ -21,9 +21,10 @@ _inception = {}
 
 
 def inception_once(device):
-    """This process's Inception network on ``device``, loaded once (workers of a grid each load theirs)."""
+    """This process's Inception network on ``device``, loaded once (workers of a grid each load theirs),
+    compiled for whole batches unless QDM_COMPILE=0: a grid scores many sets."""
     if str(device) not in _inception:
-        _inception[str(device)] = metrics.inception(device)
+        _inception[str(device)] = metrics.inception(device, compiled=compile_choice() != "0")
     return _inception[str(device)]
 
 
