@@ -45,6 +45,7 @@ def main():
     p.add_argument("--run", default="runs/reproduce/qdm/mnist-0-classical-seed0", help="a trained digit-0 run")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per variant, interleaved")
     p.add_argument("--out", default="results/bench_inception.md")
+    p.add_argument("--samplers", default="results/samplers.csv", help="the sampler study's rows (the seed spread)")
     a = p.parse_args()
     proto = protocol("qdm", n=1000, sampler="ddpm_respaced", steps=100, precision="bf16")
     images = generate(Path(a.run) / "best.pt", proto, keep=Path(a.run))[0]
@@ -70,7 +71,7 @@ def main():
     kid = {v: metrics.kernel_inception_distance(gen[v], real_f)[0] for v in VARIANTS}
     rel = {v: float(np.linalg.norm(gen[v] - gen[VARIANTS[0]]) / np.linalg.norm(gen[VARIANTS[0]])) for v in VARIANTS}
     med = {v: statistics.median(times[v]) for v in VARIANTS}
-    spread = seed_spread(Path(a.out).parent / "samplers.csv")
+    spread = seed_spread(Path(a.samplers))
     lines = ["# Inception forward for scoring: eager float32, compiled float32, bfloat16 autocast", "",
              f"`benchmarks/bench_inception.py`, one run; images: 1000 samples of `{a.run}` "
              f"(ddpm_respaced-100, bf16, seed 0); load average {os.getloadavg()[0]:.1f} at the end on "
