@@ -131,15 +131,17 @@ FOLLOW_UP_SDS = 3      # a candidate's first seed this many DDPM-1000 seed s.d. 
 
 def out_of_reach(rows: dict, preset: str, digit: int, sampler: str, steps: int, first_seed: int) -> float | None:
     """How far (in s.d. of bf16 DDPM-1000's seeds) the candidate's first seed lies outside DDPM-1000's
-    range, when that is more than FOLLOW_UP_SDS; else None. Such a candidate's mean of three seeds
-    cannot land in the range unless its other two seeds fall more than 1.5 x that far the other way,
-    so its other seeds are not sampled (they are the study's most expensive part)."""
+    range, when that is more than FOLLOW_UP_SDS; else None. A first seed g s.d. past the range's
+    edge leaves the mean of three outside unless the other two seeds average g/2 s.d. inside that
+    edge, 1.5 g from the first: its other seeds are not sampled (the study's most expensive part)."""
     ref = [r["FID"] for (p, d, sa, st, pr, _), r in rows.items() if (p, d, sa, st, pr) == (preset, digit, *REFERENCE,
                                                                                             "bf16")]
     first = rows.get((preset, digit, sampler, steps, "bf16", first_seed))
     if len(ref) < 3 or first is None:
         return None
     sd = float(np.std(ref, ddof=1))
+    if sd == 0:
+        return None
     gap = max(min(ref) - first["FID"], first["FID"] - max(ref)) / sd
     return gap if gap > FOLLOW_UP_SDS else None
 
@@ -186,8 +188,8 @@ def summarize(rows: dict, floors: dict) -> tuple[str, list]:
              "for the tables' sampler, here judging the sampler alone (all in bf16; bf16 itself is judged "
              "against fp32 below each table). A candidate whose first seed lies more than "
              f"{FOLLOW_UP_SDS} standard deviations of those three seeds outside their range is not sampled at "
-             "other seeds (its mean of three could land inside only if the other two fell 1.5 times as far the "
-             "other way): *no*, with the distance. Seconds: sampling 1000 images as measured in this study ("
+             "other seeds (its mean of three could land inside only if the other two averaged 1.5 times that "
+             "distance on the other side of the first): *no*, with the distance. Seconds: sampling 1000 images as measured in this study ("
              f"{' or '.join(str(t) for t in sorted({r['threads'] for r in rows.values()}))} CPU threads, a "
              "machine shared with other work, so a rough guide; `results/bench_cell.md` has timings from one run).",
              ""]
@@ -211,8 +213,7 @@ def summarize(rows: dict, floors: dict) -> tuple[str, list]:
             within, judged = "", lo is not None and precision == "bf16" and (sampler, steps) != REFERENCE
             if judged and len(g) >= 3:
                 within = "yes" if lo <= fid <= hi else "no"
-            elif judged and len(g) == 1 and out_of_reach(rows, preset, digit, sampler, steps, g[0]["seed"]):
-                gap = out_of_reach(rows, preset, digit, sampler, steps, g[0]["seed"])
+            elif judged and len(g) == 1 and (gap := out_of_reach(rows, preset, digit, sampler, steps, g[0]["seed"])):
                 within = f"no (seed {g[0]['seed']}: {gap:.0f} s.d. outside)"
             if within:
                 verdict.setdefault((sampler, steps), {})[(preset, digit)] = within == "yes"

@@ -45,7 +45,9 @@ COMPILE_PAYS_FROM = 100_000  # images x network evaluations from which ~40 s of 
 
 
 def compile_choice() -> str:
-    """``QDM_COMPILE``: "1" (always compile), "0" (never) or "auto" (where it pays; the default)."""
+    """``QDM_COMPILE``: "1" (always compile), "0" (never) or "auto" (the default): sampling compiles
+    where the work pays for it (``worth_compiling``), the grids' Inception always (a grid scores
+    many sets; a process that scores one loses about a minute)."""
     choice = os.environ.get("QDM_COMPILE", "auto")
     if choice not in ("auto", "0", "1"):
         raise UserError(f"QDM_COMPILE must be 0, 1 or auto, got {choice!r}")
@@ -63,14 +65,14 @@ def worth_compiling(image_evaluations: int, precision: str = "fp32") -> bool:
     return check_precision(precision) == "fp32" and image_evaluations >= COMPILE_PAYS_FROM
 
 
-def compiled_or_eager(model: torch.nn.Module, **options):
-    """``model`` under torch.compile (inductor ``options``), falling back to ``model`` itself (with a
-    warning) where this machine cannot compile (no C++ compiler, an unsupported platform)."""
+def compiled_or_eager(model: torch.nn.Module):
+    """``model`` under torch.compile, falling back to ``model`` itself (with a warning) where this
+    machine cannot compile (no C++ compiler, an unsupported platform)."""
     # Every network is one function to dynamo (UNet.forward), compiled once per kind (gate, layout,
     # precision) and reused by later networks of that kind; past its default of 8 kinds a process
     # (an ablation grid, a notebook) would run the rest uncompiled.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    fast = torch.compile(model, dynamic=False, options=options or None)
+    fast = torch.compile(model, dynamic=False)
 
     def net(*inputs):
         nonlocal fast

@@ -11,12 +11,14 @@ over; the takeover is itself exclusive (first a marker named after the dead hold
 with O_EXCL, then the holder is checked again and replaced), so two processes that find the same
 stale lock never both hold it.
 """
+import errno
 import os
 import random
 import socket
 import threading
 import time
 import uuid
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -80,8 +82,12 @@ def try_lock(path) -> bool:
             if holder is None:
                 continue
             return _stale(holder, path) and _take_over(path, holder)
-        with os.fdopen(fd, "w") as f:
-            f.write(me())
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(me())
+        except BaseException:                # a full disk: no empty lock left behind to block others
+            path.unlink(missing_ok=True)
+            raise
         return True
     return False
 
@@ -104,14 +110,12 @@ def _heartbeat(path: Path, stop: threading.Event) -> None:
 
 
 @contextmanager
-def cell_lock(path):
-    """Hold ``path`` as a cell's lease; yields False (and holds nothing) when another live process
-    holds it, so that two workers, or two machines sharing the runs folder, never run the same cell.
-    A heartbeat keeps the lease while the cell runs."""
-    mine = try_lock(path)
+def _kept(path: Path, mine: bool):
+    """While the block runs, keep the lease ``path`` (taken by this process if ``mine``) alive with
+    a heartbeat; release it at the end, however the block ends."""
     stop = threading.Event()
     if mine:
-        threading.Thread(target=_heartbeat, args=(Path(path), stop), daemon=True).start()
+        threading.Thread(target=_heartbeat, args=(path, stop), daemon=True).start()
     try:
         yield mine
     finally:
@@ -120,20 +124,34 @@ def cell_lock(path):
             unlock(path)
 
 
+def cell_lock(path):
+    """Hold ``path`` as a cell's lease; yields False (and holds nothing) when another live process
+    holds it, so that two workers, or two machines sharing the runs folder, never run the same cell.
+    A heartbeat keeps the lease while the cell runs."""
+    return _kept(Path(path), try_lock(path))
+
+
 @contextmanager
 def run_lease(out: Path, hold: bool = True):
     """A training run's lease on its folder, ``.<name>.lock`` beside it: a second process told to
     train the same folder (``--resume`` twice, two grids) stops with one line instead of writing it
-    too. ``hold=False`` (the other ranks of a torchrun job) takes nothing."""
-    if not hold:
-        yield
-        return
-    out = Path(out).absolute()
+    too. Where the folder's parent cannot be written (a writable folder in a read-only one), the run
+    trains without a lease, after a warning. ``hold=False`` (the other ranks of a torchrun job)
+    takes nothing."""
+    out = Path(out).resolve()                # one lease per folder, whatever path names it
     path = out.parent / f".{out.name}.lock"
-    with cell_lock(path) as mine:
-        if not mine:
-            raise UserError(f"{out} is being trained by another process ({(_read(path) or '?').strip()}): "
-                            "wait for it to finish, or choose another --out")
+    try:
+        mine = hold and try_lock(path)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        warnings.warn(f"cannot write {path} ({e.strerror}): training without a lease, so nothing stops "
+                      "a second trainer of this folder")
+        hold = mine = False
+    if hold and not mine:
+        raise UserError(f"{out} is being trained by {(_read(path) or 'another process').strip()}: wait for it "
+                        f"to finish, or delete {path} if that process is gone, or choose another --out")
+    with _kept(path, mine):
         yield
 
 

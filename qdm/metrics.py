@@ -7,6 +7,7 @@ TORCH_HOME (torch.hub's cache) and downloaded by pytorch-fid where there is inte
 Feature statistics of real reference sets are cached on disk (``reference_features``).
 """
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +34,30 @@ def inception(device="cpu", compiled: bool = False):
     return compile_inception(model) if compiled else model
 
 
+_COMPILED = weakref.WeakKeyDictionary()      # an Inception network -> its compiled twin
+
+
 def compile_inception(model):
     """Give the Inception network a compiled twin for whole batches (``inception_features`` runs a
     last, smaller batch eagerly, so one shape is compiled, and a set smaller than a batch never
-    waits for a compilation). Inductor's freezing folds each BatchNorm into its convolution: the
-    same features to float rounding (tests/test_metrics.py) and, on a CPU, about 1.3x faster after
-    a minute or two of compiling, so it is for processes that score many sets (the grids, the
+    waits for a compilation). Inductor's freezing folds each BatchNorm into its convolution (dynamo
+    then guards the weights it folded in): the same features to float rounding (tests/test_metrics.py)
+    and, on a CPU, about 1.4x faster after two minutes or so of compiling
+    (results/bench_inception.md), so it is for processes that score many sets (the grids, the
     sampler study), not for one ``evaluate``."""
-    model.compiled = compiled_or_eager(model, freezing=True)
+    fast = compiled_or_eager(model)
+
+    def frozen(x):
+        with torch._inductor.config.patch(freezing=True):
+            return fast(x)
+    _COMPILED[model] = frozen
     return model
 
 
 @torch.inference_mode()
 def inception_features(images: torch.Tensor, model, batch_size: int = 100, device="cpu") -> np.ndarray:
     """(N, C, H, W) images in [-1, 1] -> (N, 2048) float64 features."""
-    out, whole_batches = [], getattr(model, "compiled", model)
+    out, whole_batches = [], _COMPILED.get(model, model)
     for i in range(0, len(images), batch_size):
         x = ((images[i:i + batch_size].float() + 1) / 2).clamp(0, 1).to(device)
         if x.shape[1] == 1:

@@ -127,15 +127,20 @@ def test_paper_protocol_compares_with_the_first_real_images_of_all_digits(fid_mo
 def test_compiled_inception_gives_the_same_features(fid_model):
     """Whole batches through the compiled twin (BatchNorm folded into the convolutions), the last,
     smaller batch eagerly: the features equal the eager network's to float rounding (relative 1e-4;
-    features of size ~0.1-1), and a failed compilation would fail here instead of falling back."""
+    features of size ~0.1-1); dynamo compiled a graph, and a failed compilation would fail here
+    instead of falling back."""
     import copy
     import warnings
+    from torch._dynamo.utils import counters
     images = blobs(10, 5, noise=0.3)
     eager = metrics.inception_features(images, fid_model, batch_size=4)
     fast = metrics.compile_inception(copy.deepcopy(fid_model))
+    graphs = counters["stats"]["unique_graphs"]
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="torch.compile failed")
         compiled = metrics.inception_features(images, fast, batch_size=4)
+    assert counters["stats"]["unique_graphs"] > graphs
     assert compiled.shape == eager.shape == (10, 2048)
     assert np.linalg.norm(compiled - eager) / np.linalg.norm(eager) < 1e-4
     assert np.abs(compiled[8:] - eager[8:]).max() == 0          # the last batch ran eagerly
+    assert np.array_equal(metrics.inception_features(images, copy.deepcopy(fast), batch_size=4), eager)   # a copy: eager

@@ -232,11 +232,35 @@ def test_two_trainers_never_write_one_folder(run, capsys):
     lease.write_text(f"{socket.gethostname()} {os.getppid()}")        # alive: the process that ran pytest
     stamp = (run / "last.pt").stat().st_mtime_ns
     one_line_error(capsys, ["train", "--preset", "fast", "--device", "cpu", "--out", str(run), "--resume",
-                            "--no-progress"], "is being trained by another process")
+                            "--no-progress"], f"is being trained by {socket.gethostname()} {os.getppid()}")
     assert (run / "last.pt").stat().st_mtime_ns == stamp and lease.read_text().endswith(str(os.getppid()))
     lease.write_text(f"{socket.gethostname()} {dead_pid()}")
     s = train(fast_cfg(snapshot_every=1, epochs=3), run, resume=True, progress=False, data=blobs())
     assert s["epochs"] == 3 and not lease.exists()
+
+
+def test_a_lease_that_cannot_be_written_blocks_nobody(tmp_path, monkeypatch):
+    """A full disk while a lease is written leaves no empty lock file (which would read as held);
+    a folder whose parent cannot be written trains without a lease, after a warning."""
+    from qdm import locks
+    real_fdopen = os.fdopen
+
+    def full(fd, *args, **kwargs):
+        f = real_fdopen(fd, *args, **kwargs)
+        f.write = lambda text: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))
+        return f
+    monkeypatch.setattr(locks.os, "fdopen", full)
+    with pytest.raises(OSError):
+        locks.try_lock(tmp_path / "cell.lock")
+    assert not (tmp_path / "cell.lock").exists()
+    monkeypatch.undo()
+
+    def read_only(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    monkeypatch.setattr(locks, "try_lock", read_only)
+    with pytest.warns(UserWarning, match="training without a lease"):
+        s = train(fast_cfg(epochs=1), tmp_path / "run", progress=False, data=blobs())
+    assert s["epochs"] == 1 and (tmp_path / "run" / "last.pt").is_file()
 
 
 def test_atomic_write_flushes_before_renaming(tmp_path, monkeypatch):
