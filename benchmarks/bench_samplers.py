@@ -189,7 +189,8 @@ def summarize(rows: dict, floors: dict) -> tuple[str, list]:
              "against fp32 below each table). A candidate whose first seed lies more than "
              f"{FOLLOW_UP_SDS} standard deviations of those three seeds outside their range is not sampled at "
              "other seeds (its mean of three could land inside only if the other two averaged 1.5 times that "
-             "distance on the other side of the first): *no*, with the distance. Seconds: sampling 1000 images as measured in this study ("
+             "distance on the other side of the first): *no*, with the distance. Seconds: sampling 1000 images "
+             "as measured in this study ("
              f"{' or '.join(str(t) for t in sorted({r['threads'] for r in rows.values()}))} CPU threads, a "
              "machine shared with other work, so a rough guide; `results/bench_cell.md` has timings from one run).",
              ""]
