@@ -215,7 +215,7 @@ def summarize(rows: dict, floors: dict) -> tuple[str, list]:
             if judged and len(g) >= 3:
                 within = "yes" if lo <= fid <= hi else "no"
             elif judged and len(g) == 1 and (gap := out_of_reach(rows, preset, digit, sampler, steps, g[0]["seed"])):
-                within = f"no (seed {g[0]['seed']}: {gap:.0f} s.d. outside)"
+                within = f"no (seed {g[0]['seed']}: {gap:.1f} s.d. outside)"
             if within:
                 verdict.setdefault((sampler, steps), {})[(preset, digit)] = within == "yes"
             lines.append(f"| {sampler} | {evaluations(sampler, steps)} | {precision} | {fid:.2f}"
