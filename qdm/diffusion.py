@@ -30,10 +30,11 @@ class Diffusion:
         self.noise = noise
 
     def randn(self, shape, generator=None, device="cpu"):
-        """epsilon ~ N(0, I) from the noise source."""
-        if self.noise is None:
-            return torch.randn(shape, generator=generator, device=device)
-        return self.noise(shape, generator=generator, device=device)
+        """epsilon ~ N(0, I) from the noise source, drawn where the generator lives (a seeded
+        torch.Generator() is on the CPU) and moved to ``device``: a seed gives the same noise on
+        every device."""
+        draw = torch.randn if self.noise is None else self.noise
+        return draw(shape, generator=generator, device=device if generator is None else generator.device).to(device)
 
     def q_sample(self, x0, t, noise):
         """Eq. 1 / 13: x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps.
@@ -45,7 +46,8 @@ class Diffusion:
         """Eq. 4 / 13: || eps_theta(x_t, t) - eps ||^2 with t ~ U{0..T-1}, eps ~ N(0, I);
         weights (B,): per-sample factors on the loss (importance weights of a non-uniform t)."""
         if t is None:
-            t = torch.randint(0, self.T, (x0.shape[0],), generator=generator, device=x0.device)
+            t = torch.randint(0, self.T, (x0.shape[0],), generator=generator,
+                              device=x0.device if generator is None else generator.device).to(x0.device)
         if noise is None:
             noise = self.randn(x0.shape, generator, x0.device)
         if weights is None:

@@ -52,6 +52,24 @@ def test_ddim_is_deterministic_and_ddpm_is_not():
     assert a.abs().max() <= 1        # x0-hat is clamped to the data range
 
 
+
+def test_noise_is_drawn_where_the_generator_lives():
+    """A seeded CPU generator with the chain on another device (a GPU; 'meta' stands in here): the
+    noise is drawn on the generator's device and moved, so a seed gives the same noise everywhere
+    (torch refuses a CPU generator for CUDA tensors)."""
+    asked = []
+
+    def source(shape, generator=None, device="cpu"):
+        asked.append(torch.device(device))
+        return torch.randn(shape, generator=generator, device=device)
+
+    noisy = Diffusion(D.schedule, noise=source)
+    out = noisy.randn((2, 3), torch.Generator().manual_seed(4), "meta")
+    assert asked == [torch.device("cpu")] and out.device.type == "meta"
+    same = noisy.randn((2, 3), torch.Generator().manual_seed(4), "cpu")
+    assert torch.equal(same, torch.randn((2, 3), generator=torch.Generator().manual_seed(4)))
+    assert D.randn((2, 3), None, "meta").device.type == "meta"        # no generator: drawn on the device
+
 # --- one step at a time against diffusers' DDPMScheduler and DDIMScheduler -------------------------
 
 def clamped_model(x, t):
