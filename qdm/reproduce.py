@@ -183,7 +183,10 @@ def table_notes(table: str, cells: list[dict], proto: dict, preset: str) -> list
     """The lines under a table: what ours, the derived rows and the paper's rows are."""
     seeds = sorted({c["seed"] for c in cells})
     done = sorted({(c["model"], c["cls"]) for c in cells})
+    machines = {d: sum(c.get("device") == d for c in cells) for d in sorted({str(c.get("device")) for c in cells})}
     return ["", f"Ours: {len(cells)} finished cells (model, class): {done}; mean over seeds {seeds}, ± their std.",
+            "Cells per device they ran on (one protocol; only wall times depend on it): "
+            + ", ".join(f"{d} {n}" for d, n in machines.items()) + ".",
             "Avg and Std are over the classes (columns) shown. Every cell's numbers, wall times included, are in "
             f"`{table_name(table, preset, proto)}_cells.csv`; SSIM, FID, KID as defined in notebooks/07_evaluation.",
             "FID / floor: our mean FID over the column's real-vs-real FID (1 would be as close as real images at "

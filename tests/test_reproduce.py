@@ -38,6 +38,8 @@ def test_fast_table1_layout_paper_numbers_and_rerun_skips(tmp_path, monkeypatch)
     cells = read_csv(results / "table1_fast_cells.csv")
     assert sorted((c["model"], c["cls"]) for c in cells) == [("classical", "0"), ("classical", "1"),
                                                             ("quantum", "0"), ("quantum", "1")]
+    assert {c["device"] for c in cells} == {"cpu"}          # the machine whose wall times these are
+    assert "Cells per device they ran on (one protocol; only wall times depend on it): cpu 4." in md.read_text()
     figures = results / "table1_fast_figures"
     assert len(list(figures.glob("mnist-*-seed0.png"))) == 4 and len(list(figures.glob("*_strip.png"))) == 4
     # the overview (the paper's Figs. 3-6 for all columns): real, classical and quantum rows per column

@@ -67,7 +67,8 @@ def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int
                                                keep=folder)
     result.update(model=model, cls=column(cls), seed=seed, preset=preset, train_seconds=summary["train_seconds"],
                   seconds_per_step=summary["seconds_per_step"], steps=summary["steps"],
-                  cell_seconds=summary["train_seconds"] + result["sample_seconds"])
+                  cell_seconds=summary["train_seconds"] + result["sample_seconds"],
+                  device=summary.get("device", str(device)))      # the wall times are this machine's
     if figure is not None:
         cell_figure(images, real, f"{dataset} {column(cls)}, {model}, seed {seed} (preset {preset}, N = {proto['n']}, "
                                   f"{proto['sampler']}-{proto['steps']}): FID {result['FID']:.1f}, "
