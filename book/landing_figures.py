@@ -6,8 +6,8 @@
   its FID from the committed tables;
 * table1_headline.md: Table I's digit-0 FID row by row (the paper, ours with each recipe, the
   floor and the ceiling), then each recipe's answer over every digit measured so far (FID over the
-  floor, quantum minus classical pooled over digits), read from results/table1.csv and
-  results/table1_qdm.csv, and copied into the README's headline block.
+  floor, quantum minus classical pooled over digits, the compute its cells took per device), read
+  from results/table1*.csv, and copied into the README's headline block.
 
 Written once and committed, like every file in results/; rerun after the results change:
 
@@ -23,6 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from qdm.experiments.ledger import recorded_cells  # noqa: E402
+from qdm.experiments.protocol import protocol  # noqa: E402
 from qdm.experiments.stats import beyond_2se  # noqa: E402
 from qdm.quantum import circuit_outputs, weight_shape  # noqa: E402
 
@@ -89,6 +91,9 @@ def headline() -> Path:
                                "FID over the floor, quantum (mean over digits)",
                                "quantum - classical FID, pooled over digits"]):
         lines.append(f"| {label} | {answers[0][i]} | {answers[1][i]} |")
+    compute = [compute_text(name, preset) for name, preset in (("table1", "paper"), ("table1_qdm", "qdm"))]
+    lines.append(f"| cells per device: median minutes of training + sampling a cell; hours in all | "
+                 f"{compute[0]} | {compute[1]} |")
     lines += ["", "| Table I, digit 0 | FID |", "|---|---:|"] + [f"| {name} | {v:.1f} |" for name, v in rows]
     path = ROOT / "results" / "table1_headline.md"
     path.write_text("\n".join(lines) + "\n")
@@ -139,6 +144,21 @@ def recipe_answer(name: str, results: Path = ROOT / "results") -> list[str]:
         pooled = f"{sum(diffs) / len(diffs):+.2f} ({digits_text(len(diffs))}; one seed: no standard error yet)"
     return [f"{len(done['classical'][0])}, {len(done['quantum'][0])} of 10", over_floor["classical"],
             over_floor["quantum"], pooled]
+
+
+def compute_text(name: str, preset: str, results: Path = ROOT / "results") -> str:
+    """The wall time a table's cells recorded (its ledger, <name>_cells.csv), per device they ran on:
+    how many, the median minutes of training and of sampling one cell, and the hours of both in all."""
+    cells, _ = recorded_cells(results / f"{name}_cells.csv", preset, protocol(preset),
+                              lambda c: (c["model"], c["cls"], c["seed"]))
+    parts = []
+    for device in sorted({str(c.get("device")) for c in cells.values()}):
+        mine = [c for c in cells.values() if str(c.get("device")) == device]
+        train, sample = (sorted(c[k] / 60 for c in mine) for k in ("train_seconds", "sample_seconds"))
+        hours = sum(c["train_seconds"] + c["sample_seconds"] for c in mine) / 3600
+        parts.append(f"{device}: {len(mine)}, {train[len(train) // 2]:.1f} + {sample[len(sample) // 2]:.1f} min; "
+                     f"{hours:.2f} h")
+    return "; ".join(parts) or "—"
 
 
 def main() -> list[Path]:
