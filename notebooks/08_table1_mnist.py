@@ -149,9 +149,10 @@ for name in tables:
 # %% [markdown]
 # ## Cost per cell
 #
-# Training and sampling wall time of every finished cell (2 CPU cores unless a GPU is noted in
-# the README), its training steps and the protocol it was sampled with (a cell of another protocol
-# stays recorded, but only the table's own protocol is in the table).
+# Training and sampling wall time of every finished cell on the device it ran on (`cpu`: this
+# project's 2 CPU cores; `cuda`: one H200 running 14 cells at a time, README "Scaling up"), its
+# training steps and the protocol it was sampled with (a cell of another protocol stays recorded,
+# but only the table's own protocol is in the table).
 
 # %%
 cells = []
@@ -159,15 +160,16 @@ for name in tables:
     with open(results / f"{name}_cells.csv") as f:
         cells += list(csv.DictReader(f))
 rows = [
-    "| preset | digit | model | seed | sampling protocol | steps | s / step | train (min) "
+    "| preset | digit | model | seed | sampling protocol | device | steps | s / step | train (min) "
     "| sampling (min) | FID | KID | SSIM |",
-    "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for c in cells:
     proto = json.loads(c["protocol"])
     rows.append(
         f"| {c['preset']} | {c['cls']} | {c['model']} | {c['seed']} "
-        f"| {proto['sampler']}-{proto['steps']} {proto.get('precision', 'fp32')} | {c['steps']} | "
+        f"| {proto['sampler']}-{proto['steps']} {proto.get('precision', 'fp32')} | {c.get('device') or 'cpu'} "
+        f"| {c['steps']} | "
         f"{float(c['seconds_per_step']):.3f} "
         f"| {float(c['train_seconds']) / 60:.1f} | {float(c['sample_seconds']) / 60:.1f} "
         f"| {float(c['FID']):.1f} | {float(c['KID']):.4f} | {float(c['SSIM']):.4f} |"
