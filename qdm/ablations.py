@@ -26,14 +26,14 @@ from qdm.data import check_dataset
 from qdm.errors import UserError
 from qdm.gates import gate_parameters, inert_parameters
 from qdm.experiments.cells import run_cell
-from qdm.experiments.grid import cell_flags, check_executor, require_finished, run_grid, runs_here
+from qdm.experiments.grid import cell_flags, check_executor, grid_devices, require_finished, run_grid, runs_here
 from qdm.experiments.ledger import cells_csv, merge_recorded, parse_value, recorded_cells
 from qdm.experiments.protocol import protocol, results_name
 from qdm.experiments.scoring import inception_once, reference_rows
 from qdm.experiments.stats import beyond_2se, difference, mean_std, pooled_difference
 from qdm.locks import cell_lock, ledger_lock
 from qdm.presets import PAPER_CIRCUIT, PRESETS as ALL_PRESETS, get_preset
-from qdm.train import TrainConfig, build_model, make_config, resolve_device
+from qdm.train import TrainConfig, build_model, make_config
 
 DATASET = "mnist"
 PAPER_QUANTUM = PAPER_CIRCUIT    # Table I's quantum model (the official code)
@@ -314,7 +314,8 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
     cells, _ = recorded_cells(results / f"{study_name(study, preset, proto)}_cells.csv", preset, proto, cell_key)
     tasks = [(cls, v, seed) for cls in classes for v in variants for seed in seeds
              if (v, str(cls), seed) not in cells]            # recorded in results/: kept as they are
-    asked, device = device, resolve_device(device)        # the commands executor passes on what was asked
+    asked = device                                        # the printed commands pass on what was asked
+    device, cells_device = grid_devices(asked, executor)
 
     def command(task):
         return (f"python -m qdm ablate --study {study} --preset {preset} --digits {task[0]} --variants {task[1]} "
@@ -333,7 +334,7 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
 
     here = runs_here(jobs, executor)
     work = partial(run_study_cell, root=root, study=study, preset=preset, proto=proto,
-                   device=device if here else str(device), data_dir=data_dir, progress=progress and here,
+                   device=cells_device if here else str(cells_device), data_dir=data_dir, progress=progress and here,
                    fid_model=fid_model if here else None)
     run_grid(tasks, work, record, jobs=jobs, executor=executor, folder=Path(runs_dir) / "submitit",
              cluster=cluster, slurm=slurm, label=study, progress=progress)

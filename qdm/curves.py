@@ -17,11 +17,10 @@ from pathlib import Path
 
 from qdm.checkpoint import atomic_write, csv_text, load_checkpoint, write_json, write_text
 from qdm.errors import UserError
-from qdm.experiments.grid import cell_flags, check_executor, run_grid, runs_here
+from qdm.experiments.grid import cell_flags, check_executor, grid_devices, run_grid, runs_here
 from qdm.experiments.ledger import parse_value
 from qdm.experiments.scoring import evaluate_checkpoint, inception_once, reference_rows
 from qdm.locks import cell_lock, ledger_lock
-from qdm.train import resolve_device
 
 
 def _protocol_name(proto: dict) -> str:
@@ -100,7 +99,8 @@ def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None,
     """Score every snapshot (every ``every`` epochs) of every run, a run a cell of qdm.experiments.grid;
     write learning_curves.csv and .png in ``out_dir`` (None with the commands executor)."""
     check_executor(executor, jobs)
-    asked, device = device, resolve_device(device)        # the commands executor passes on what was asked
+    asked = device                                        # the printed commands pass on what was asked
+    device, cells_device = grid_devices(asked, executor)
     runs = [str(r) for r in runs]
     if executor == "commands":
         run_grid(runs, None, None, executor="commands", command=lambda run: (
@@ -109,7 +109,7 @@ def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None,
     here = runs_here(jobs, executor)
     fid_model = inception_once(device)
     scored = {}
-    run_grid(runs, partial(score_run, proto=proto, device=device if here else str(device), data_dir=data_dir,
+    run_grid(runs, partial(score_run, proto=proto, device=cells_device if here else str(cells_device), data_dir=data_dir,
                            every=every, fid_model=fid_model if here else None),
              lambda run, rows: scored.__setitem__(run, rows), jobs=jobs, executor=executor,
              folder=Path(floors_dir) / "submitit", cluster=cluster, slurm=slurm, label="curve", progress=False)

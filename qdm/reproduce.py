@@ -26,7 +26,7 @@ from qdm.checkpoint import atomic_write, csv_text, write_text
 from qdm.data import DATASETS, load_images
 from qdm.errors import UserError
 from qdm.experiments.cells import OVERVIEW_IMAGES, cell_figure, run_cell, train_cell  # noqa: F401 (re-exported)
-from qdm.experiments.grid import cell_flags, check_executor, require_finished, run_grid, runs_here
+from qdm.experiments.grid import cell_flags, check_executor, grid_devices, require_finished, run_grid, runs_here
 from qdm.experiments.ledger import (cells_csv, merge_recorded, parse_value, recorded_cells,  # noqa: F401
                                     recorded_references)
 from qdm.experiments.protocol import column, protocol, protocol_tag, results_name  # noqa: F401
@@ -35,7 +35,7 @@ from qdm.experiments.scoring import (evaluate_checkpoint, generate, inception_on
 from qdm.experiments.stats import beyond_2se, difference, mean_std, pooled_difference  # noqa: F401
 from qdm.locks import cell_lock, ledger_lock
 from qdm.presets import PAPER_CIRCUIT, get_preset
-from qdm.train import make_config, resolve_device
+from qdm.train import make_config
 
 # Table I and II of the paper, as printed (SSIM, FID; per digit 0-9 then Avg, Std).
 PAPER_TABLE1 = {
@@ -268,7 +268,8 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     check_executor(executor, jobs)
     make_config(preset, dataset=dataset)                  # an unknown preset fails before any work
     proto = proto or protocol(preset)
-    asked, device = device, resolve_device(device)        # the commands executor passes on what was asked
+    asked = device                                        # the printed commands pass on what was asked
+    device, cells_device = grid_devices(asked, executor)
     root = Path(runs_dir) / preset
     results = Path(results_dir or (root / "results" if get_preset(preset).results_beside_runs else "results"))
     cells, _ = recorded_cells(results / f"{table_name(table, preset, proto)}_cells.csv", preset, proto,
@@ -299,7 +300,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
 
     here = runs_here(jobs, executor)
     work = partial(run_task, root=root, preset=preset, table=table, dataset=dataset, proto=proto,
-                   device=device if here else str(device), data_dir=data_dir, results=results,
+                   device=cells_device if here else str(cells_device), data_dir=data_dir, results=results,
                    progress=progress and here, fid_model=fid_model if here else None)
     run_grid(tasks, work, record, jobs=jobs, executor=executor, folder=Path(runs_dir) / "submitit",
              cluster=cluster, slurm=slurm, label=f"reproduce {table}", progress=progress)

@@ -62,6 +62,22 @@ def test_ablate_and_curve_print_their_cells_as_commands(tmp_path, capsys):
         ablate([0], ["classical"], [0], "fast", runs_dir=tmp_path / "runs", executor="slurm")
 
 
+
+def test_cells_for_another_machine_get_the_device_asked_for(tmp_path, capsys, monkeypatch):
+    """On a login node without a GPU, commands (or submitit jobs) for GPU nodes keep --device cuda;
+    cells run here with a device this machine lacks fail at once, before any work."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    grid = dict(runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", device="cuda")
+    assert reproduce("table1", "fast", classes=[0], models=["classical"], executor="commands", **grid) is None
+    assert ablate([0], ["classical"], [0], "fast", executor="commands", **grid) is None
+    assert write_curves(["runs/a"], protocol("fast"), tmp_path, "cuda", executor="commands") is None
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(" --device cuda" in line for line in lines)
+    with pytest.raises(UserError, match="--device cuda was asked for but torch sees no CUDA GPU"):
+        reproduce("table1", "fast", classes=[0], models=["classical"], **grid)
+    assert not (tmp_path / "runs").exists()
+
 def test_a_lease_expires_unless_its_heartbeat_keeps_it(tmp_path, monkeypatch):
     monkeypatch.setattr(locks, "LEASE_SECONDS", 0.4)
     lock = tmp_path / "cell.lock"

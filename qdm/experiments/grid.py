@@ -21,6 +21,7 @@ import torch
 
 from qdm.errors import UserError
 from qdm.experiments.protocol import protocol_flags
+from qdm.train import resolve_device
 
 EXECUTORS = ("local", "submitit", "commands")
 CELL_TIMEOUT_MIN = 240      # a submitit job's time limit unless given (submitit's own default is minutes)
@@ -36,6 +37,17 @@ def check_executor(executor: str, jobs: int = 1) -> None:
 def runs_here(jobs: int, executor: str) -> bool:
     """Whether the cells run in this process, so that they may share its Inception network and device."""
     return jobs == 1 and executor == "local"
+
+
+def grid_devices(asked: str, executor: str) -> tuple:
+    """(the device this process works on, the device its cells are given). Cells of the local
+    executor run on this machine, so the device asked for is resolved here and a wrong one fails
+    before any work. Cells of submitit jobs or printed commands may run elsewhere (GPU nodes, say):
+    they get what was asked, and this process (a login node without that device) uses what it has."""
+    if executor == "local":
+        device = resolve_device(asked)
+        return device, device
+    return resolve_device("auto"), asked
 
 
 def cell_flags(proto: dict, device, data_dir) -> str:
