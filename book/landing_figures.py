@@ -15,6 +15,7 @@ Written once and committed, like every file in results/; rerun after the results
 """
 import csv
 import math
+from statistics import median
 from pathlib import Path
 
 import matplotlib
@@ -23,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from qdm.experiments.ledger import recorded_cells  # noqa: E402
+from qdm.experiments.ledger import cell_device, recorded_cells  # noqa: E402
 from qdm.experiments.protocol import protocol  # noqa: E402
 from qdm.experiments.stats import beyond_2se  # noqa: E402
 from qdm.quantum import circuit_outputs, weight_shape  # noqa: E402
@@ -152,12 +153,11 @@ def compute_text(name: str, preset: str, results: Path = ROOT / "results") -> st
     cells, _ = recorded_cells(results / f"{name}_cells.csv", preset, protocol(preset),
                               lambda c: (c["model"], c["cls"], c["seed"]))
     parts = []
-    for device in sorted({str(c.get("device")) for c in cells.values()}):
-        mine = [c for c in cells.values() if str(c.get("device")) == device]
-        train, sample = (sorted(c[k] / 60 for c in mine) for k in ("train_seconds", "sample_seconds"))
+    for device in sorted({cell_device(c) for c in cells.values()}):
+        mine = [c for c in cells.values() if cell_device(c) == device]
+        train, sample = (median(c[k] / 60 for c in mine) for k in ("train_seconds", "sample_seconds"))
         hours = sum(c["train_seconds"] + c["sample_seconds"] for c in mine) / 3600
-        parts.append(f"{device}: {len(mine)}, {train[len(train) // 2]:.1f} + {sample[len(sample) // 2]:.1f} min; "
-                     f"{hours:.2f} h")
+        parts.append(f"{device}: {len(mine)}, {train:.1f} + {sample:.1f} min; {hours:.2f} h")
     return "; ".join(parts) or "—"
 
 

@@ -62,6 +62,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
+from qdm.experiments.ledger import cell_device
 from qdm.reproduce import plot_table, reproduce
 
 RUN_FAST_REPRODUCE = False  # set True to re-run the table's whole path with the fast preset
@@ -168,7 +169,7 @@ for c in cells:
     proto = json.loads(c["protocol"])
     rows.append(
         f"| {c['preset']} | {c['cls']} | {c['model']} | {c['seed']} "
-        f"| {proto['sampler']}-{proto['steps']} {proto.get('precision', 'fp32')} | {c.get('device') or 'cpu'} "
+        f"| {proto['sampler']}-{proto['steps']} {proto.get('precision', 'fp32')} | {cell_device(c)} "
         f"| {c['steps']} | "
         f"{float(c['seconds_per_step']):.3f} "
         f"| {float(c['train_seconds']) / 60:.1f} | {float(c['sample_seconds']) / 60:.1f} "

@@ -33,7 +33,7 @@ from qdm.experiments.scoring import inception_once, reference_rows
 from qdm.experiments.stats import beyond_2se, difference, mean_std, pooled_difference
 from qdm.locks import cell_lock, ledger_lock
 from qdm.presets import PAPER_CIRCUIT, PRESETS as ALL_PRESETS, get_preset
-from qdm.train import TrainConfig, build_model, make_config
+from qdm.train import TrainConfig, build_model, make_config, resolve_device
 
 DATASET = "mnist"
 PAPER_QUANTUM = PAPER_CIRCUIT    # Table I's quantum model (the official code)
@@ -277,6 +277,7 @@ def run_study_cell(task: tuple, *, root: Path, study: str, preset: str, proto: d
                    progress: bool, fid_model=None) -> dict | None:
     """One (digit, variant, seed) cell under its lease (the lock reproduce's cells take); None when
     another process holds it."""
+    device = resolve_device(str(device))          # by name from a submitit job or worker process
     cls, variant, seed = task
     model, overrides, _ = STUDIES[study][0][variant]
     name = f"{DATASET}-{cls}-{variant}-seed{seed}"
@@ -315,7 +316,7 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
     tasks = [(cls, v, seed) for cls in classes for v in variants for seed in seeds
              if (v, str(cls), seed) not in cells]            # recorded in results/: kept as they are
     asked = device                                        # the printed commands pass on what was asked
-    device, cells_device = grid_devices(asked, executor)
+    device, cells_device = grid_devices(asked, executor, jobs)
 
     def command(task):
         return (f"python -m qdm ablate --study {study} --preset {preset} --digits {task[0]} --variants {task[1]} "
@@ -334,7 +335,7 @@ def ablate(classes=(0, 1, 8), variants=None, seeds=(0, 1, 2), preset: str = "pap
 
     here = runs_here(jobs, executor)
     work = partial(run_study_cell, root=root, study=study, preset=preset, proto=proto,
-                   device=cells_device if here else str(cells_device), data_dir=data_dir, progress=progress and here,
+                   device=cells_device, data_dir=data_dir, progress=progress and here,
                    fid_model=fid_model if here else None)
     run_grid(tasks, work, record, jobs=jobs, executor=executor, folder=Path(runs_dir) / "submitit",
              cluster=cluster, slurm=slurm, label=study, progress=progress)

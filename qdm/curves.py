@@ -21,6 +21,7 @@ from qdm.experiments.grid import cell_flags, check_executor, grid_devices, run_g
 from qdm.experiments.ledger import parse_value
 from qdm.experiments.scoring import evaluate_checkpoint, inception_once, reference_rows
 from qdm.locks import cell_lock, ledger_lock
+from qdm.train import resolve_device
 
 
 def _protocol_name(proto: dict) -> str:
@@ -87,6 +88,7 @@ def plot_curves(rows: list[dict], floors: dict, path: Path) -> None:
 
 def score_run(run, *, proto: dict, device, data_dir, every: int, fid_model=None) -> list[dict] | None:
     """``learning_curve`` of one run under its lease (None when another process is scoring it)."""
+    device = resolve_device(str(device))          # by name from a submitit job or worker process
     with cell_lock(Path(run) / "snapshots" / f".curve-{_protocol_name(proto)}.lock") as mine:
         if not mine:
             return None
@@ -100,7 +102,7 @@ def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None,
     write learning_curves.csv and .png in ``out_dir`` (None with the commands executor)."""
     check_executor(executor, jobs)
     asked = device                                        # the printed commands pass on what was asked
-    device, cells_device = grid_devices(asked, executor)
+    device, cells_device = grid_devices(asked, executor, jobs)
     runs = [str(r) for r in runs]
     if executor == "commands":
         run_grid(runs, None, None, executor="commands", command=lambda run: (
@@ -109,7 +111,7 @@ def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None,
     here = runs_here(jobs, executor)
     fid_model = inception_once(device)
     scored = {}
-    run_grid(runs, partial(score_run, proto=proto, device=cells_device if here else str(cells_device), data_dir=data_dir,
+    run_grid(runs, partial(score_run, proto=proto, device=cells_device, data_dir=data_dir,
                            every=every, fid_model=fid_model if here else None),
              lambda run, rows: scored.__setitem__(run, rows), jobs=jobs, executor=executor,
              folder=Path(floors_dir) / "submitit", cluster=cluster, slurm=slurm, label="curve", progress=False)

@@ -17,6 +17,7 @@ another's table or figures; every rewrite merges, under the table's lock, what o
 have recorded (qdm.locks).
 """
 import csv
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from qdm.data import DATASETS, load_images
 from qdm.errors import UserError
 from qdm.experiments.cells import OVERVIEW_IMAGES, cell_figure, run_cell, train_cell  # noqa: F401 (re-exported)
 from qdm.experiments.grid import cell_flags, check_executor, grid_devices, require_finished, run_grid, runs_here
-from qdm.experiments.ledger import (cells_csv, merge_recorded, parse_value, recorded_cells,  # noqa: F401
+from qdm.experiments.ledger import (cell_device, cells_csv, merge_recorded, parse_value, recorded_cells,  # noqa: F401
                                     recorded_references)
 from qdm.experiments.protocol import column, protocol, protocol_tag, results_name  # noqa: F401
 from qdm.experiments.scoring import (evaluate_checkpoint, generate, inception_once, real_set,  # noqa: F401
@@ -35,7 +36,7 @@ from qdm.experiments.scoring import (evaluate_checkpoint, generate, inception_on
 from qdm.experiments.stats import beyond_2se, difference, mean_std, pooled_difference  # noqa: F401
 from qdm.locks import cell_lock, ledger_lock
 from qdm.presets import PAPER_CIRCUIT, get_preset
-from qdm.train import make_config
+from qdm.train import make_config, resolve_device
 
 # Table I and II of the paper, as printed (SSIM, FID; per digit 0-9 then Avg, Std).
 PAPER_TABLE1 = {
@@ -183,10 +184,10 @@ def table_notes(table: str, cells: list[dict], proto: dict, preset: str) -> list
     """The lines under a table: what ours, the derived rows and the paper's rows are."""
     seeds = sorted({c["seed"] for c in cells})
     done = sorted({(c["model"], c["cls"]) for c in cells})
-    machines = {d: sum(c.get("device") == d for c in cells) for d in sorted({str(c.get("device")) for c in cells})}
+    machines = Counter(cell_device(c) for c in cells)
     return ["", f"Ours: {len(cells)} finished cells (model, class): {done}; mean over seeds {seeds}, ± their std.",
             "Cells per device they ran on (one protocol; only wall times depend on it): "
-            + ", ".join(f"{d} {n}" for d, n in machines.items()) + ".",
+            + ", ".join(f"{d} {n}" for d, n in sorted(machines.items())) + ".",
             "Avg and Std are over the classes (columns) shown. Every cell's numbers, wall times included, are in "
             f"`{table_name(table, preset, proto)}_cells.csv`; SSIM, FID, KID as defined in notebooks/07_evaluation.",
             "FID / floor: our mean FID over the column's real-vs-real FID (1 would be as close as real images at "
@@ -226,6 +227,7 @@ def run_task(task: tuple, *, root: Path, preset: str, table: str, dataset: str, 
              results: Path, progress: bool, fid_model=None):
     """One cell (class, model, seed) with its column's reference rows, under the cell's lease. Returns
     (reference rows, cell result), or None when another process holds the cell."""
+    device = resolve_device(str(device))          # by name from a submitit job or worker process
     cls, model, seed = task
     fid_model = fid_model or inception_once(device)
     name = f"{dataset}-{column(cls)}-{model}-seed{seed}"
@@ -269,7 +271,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     make_config(preset, dataset=dataset)                  # an unknown preset fails before any work
     proto = proto or protocol(preset)
     asked = device                                        # the printed commands pass on what was asked
-    device, cells_device = grid_devices(asked, executor)
+    device, cells_device = grid_devices(asked, executor, jobs)
     root = Path(runs_dir) / preset
     results = Path(results_dir or (root / "results" if get_preset(preset).results_beside_runs else "results"))
     cells, _ = recorded_cells(results / f"{table_name(table, preset, proto)}_cells.csv", preset, proto,
@@ -300,7 +302,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
 
     here = runs_here(jobs, executor)
     work = partial(run_task, root=root, preset=preset, table=table, dataset=dataset, proto=proto,
-                   device=cells_device if here else str(cells_device), data_dir=data_dir, results=results,
+                   device=cells_device, data_dir=data_dir, results=results,
                    progress=progress and here, fid_model=fid_model if here else None)
     run_grid(tasks, work, record, jobs=jobs, executor=executor, folder=Path(runs_dir) / "submitit",
              cluster=cluster, slurm=slurm, label=f"reproduce {table}", progress=progress)

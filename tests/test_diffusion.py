@@ -52,23 +52,31 @@ def test_ddim_is_deterministic_and_ddpm_is_not():
     assert a.abs().max() <= 1        # x0-hat is clamped to the data range
 
 
-
-def test_noise_is_drawn_where_the_generator_lives():
-    """A seeded CPU generator with the chain on another device (a GPU; 'meta' stands in here): the
-    noise is drawn on the generator's device and moved, so a seed gives the same noise everywhere
-    (torch refuses a CPU generator for CUDA tensors)."""
+def test_noise_is_drawn_where_the_generator_lives(monkeypatch):
+    """A seeded CPU generator with the chain on another device (a GPU; 'meta' stands in here, since
+    it accepts any generator): every draw, torch's or a noise source's, happens on the generator's
+    device and is moved, so a seed gives the same noise everywhere (torch refuses a CPU generator
+    for CUDA tensors)."""
     asked = []
 
-    def source(shape, generator=None, device="cpu"):
-        asked.append(torch.device(device))
-        return torch.randn(shape, generator=generator, device=device)
+    def spy(draw):
+        def drawn(*args, device=None, **kwargs):
+            asked.append(torch.device(device or "cpu"))
+            return draw(*args, device=device, **kwargs)
+        return drawn
 
-    noisy = Diffusion(D.schedule, noise=source)
-    out = noisy.randn((2, 3), torch.Generator().manual_seed(4), "meta")
-    assert asked == [torch.device("cpu")] and out.device.type == "meta"
-    same = noisy.randn((2, 3), torch.Generator().manual_seed(4), "cpu")
+    monkeypatch.setattr(torch, "randn", spy(torch.randn))
+    monkeypatch.setattr(torch, "randint", spy(torch.randint))
+    cpu = torch.Generator().manual_seed(4)
+    assert D.randn((2, 3), cpu, "meta").device.type == "meta"
+    assert D.loss(lambda x, t: x, torch.zeros(2, 1, 4, 4, device="meta"), generator=cpu).device.type == "meta"
+    assert Diffusion(D.schedule, noise=spy(torch.randn)).randn((2, 3), cpu, "meta").device.type == "meta"
+    assert asked and all(d == torch.device("cpu") for d in asked)     # randn, randint, randn; the source
+    asked.clear()
+    assert D.randn((2, 3), None, "meta").device.type == "meta" and asked == [torch.device("meta")]
+    same = D.randn((2, 3), torch.Generator().manual_seed(4), "cpu")
     assert torch.equal(same, torch.randn((2, 3), generator=torch.Generator().manual_seed(4)))
-    assert D.randn((2, 3), None, "meta").device.type == "meta"        # no generator: drawn on the device
+
 
 # --- one step at a time against diffusers' DDPMScheduler and DDIMScheduler -------------------------
 

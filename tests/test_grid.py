@@ -23,7 +23,7 @@ def test_submitit_local_executor_fills_a_fast_grid(tmp_path, monkeypatch):
     monkeypatch.setenv("QDM_CACHE", str(tmp_path / "cache"))
     runs, results = tmp_path / "runs", tmp_path / "results"
     reproduce("table1", "fast", classes=[0], models=["classical"], seeds=[0, 1], runs_dir=runs, results_dir=results,
-              device="cpu", progress=False, executor="submitit", cluster="local")
+              device="auto", progress=False, executor="submitit", cluster="local")   # each job resolves "auto"
     cells = read_csv(results / "table1_fast_cells.csv")
     assert sorted((c["model"], c["cls"], c["seed"]) for c in cells) == [("classical", "0", "0"),
                                                                         ("classical", "0", "1")]
@@ -62,7 +62,6 @@ def test_ablate_and_curve_print_their_cells_as_commands(tmp_path, capsys):
         ablate([0], ["classical"], [0], "fast", runs_dir=tmp_path / "runs", executor="slurm")
 
 
-
 def test_cells_for_another_machine_get_the_device_asked_for(tmp_path, capsys, monkeypatch):
     """On a login node without a GPU, commands (or submitit jobs) for GPU nodes keep --device cuda;
     cells run here with a device this machine lacks fail at once, before any work."""
@@ -76,7 +75,10 @@ def test_cells_for_another_machine_get_the_device_asked_for(tmp_path, capsys, mo
     assert len(lines) == 3 and all(" --device cuda" in line for line in lines)
     with pytest.raises(UserError, match="--device cuda was asked for but torch sees no CUDA GPU"):
         reproduce("table1", "fast", classes=[0], models=["classical"], **grid)
+    with pytest.raises(UserError, match="unknown device 'gpu'"):            # misspelt: refused before any job
+        reproduce("table1", "fast", classes=[0], models=["classical"], executor="commands", **{**grid, "device": "gpu"})
     assert not (tmp_path / "runs").exists()
+
 
 def test_a_lease_expires_unless_its_heartbeat_keeps_it(tmp_path, monkeypatch):
     monkeypatch.setattr(locks, "LEASE_SECONDS", 0.4)

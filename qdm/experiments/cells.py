@@ -10,7 +10,7 @@ from qdm.experiments.protocol import column
 from qdm.experiments.scoring import evaluate_checkpoint
 from qdm.plots import save_grid
 from qdm.presets import get_preset
-from qdm.train import make_config, train
+from qdm.train import make_config, resolve_device, train
 
 
 def cell_figure(generated: torch.Tensor, real: torch.Tensor, title: str, path: Path, n: int = 64):
@@ -50,6 +50,13 @@ def train_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: i
     return json.loads((Path(folder) / "summary.json").read_text())
 
 
+def cell_device_name(trained_on, sampled_on) -> str:
+    """The device whose wall times a cell records: "cpu", "cuda", or both when its training (a run
+    folder trained elsewhere) and its sampling ran on different ones."""
+    trained, sampled = torch.device(str(trained_on)).type, resolve_device(str(sampled_on)).type
+    return trained if trained == sampled else f"{trained} (training), {sampled} (sampling)"
+
+
 def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int, proto: dict,
              fid_model, device, data_dir=None, figure: Path | None = None, progress=True,
              overrides: dict | None = None) -> dict:
@@ -68,7 +75,7 @@ def run_cell(folder: Path, preset: str, dataset: str, cls, model: str, seed: int
     result.update(model=model, cls=column(cls), seed=seed, preset=preset, train_seconds=summary["train_seconds"],
                   seconds_per_step=summary["seconds_per_step"], steps=summary["steps"],
                   cell_seconds=summary["train_seconds"] + result["sample_seconds"],
-                  device=summary.get("device", str(device)))      # the wall times are this machine's
+                  device=cell_device_name(summary["device"], device))
     if figure is not None:
         cell_figure(images, real, f"{dataset} {column(cls)}, {model}, seed {seed} (preset {preset}, N = {proto['n']}, "
                                   f"{proto['sampler']}-{proto['steps']}): FID {result['FID']:.1f}, "

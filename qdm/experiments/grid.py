@@ -39,15 +39,21 @@ def runs_here(jobs: int, executor: str) -> bool:
     return jobs == 1 and executor == "local"
 
 
-def grid_devices(asked: str, executor: str) -> tuple:
+def grid_devices(asked: str, executor: str, jobs: int = 1) -> tuple:
     """(the device this process works on, the device its cells are given). Cells of the local
-    executor run on this machine, so the device asked for is resolved here and a wrong one fails
-    before any work. Cells of submitit jobs or printed commands may run elsewhere (GPU nodes, say):
-    they get what was asked, and this process (a login node without that device) uses what it has."""
+    executor run on this machine: the device asked for is resolved here, so a wrong one fails before
+    any work (worker processes get its name). Cells of submitit jobs or printed commands may run
+    elsewhere (GPU nodes, say): they get the name asked for, each resolves it where it runs, and this
+    process uses it too, or the CPU where it lacks the GPU (a login node)."""
     if executor == "local":
         device = resolve_device(asked)
-        return device, device
-    return resolve_device("auto"), asked
+        return device, device if jobs == 1 else str(device)
+    try:
+        return resolve_device(asked), asked
+    except UserError:
+        if not str(asked).startswith("cuda"):
+            raise                             # a misspelt device fails here, not in every job
+        return resolve_device("cpu"), asked
 
 
 def cell_flags(proto: dict, device, data_dir) -> str:

@@ -16,6 +16,11 @@ def cells_csv(cells: list[dict]) -> str:
     return csv_text([{**c, "protocol": json.dumps(c["protocol"])} for c in cells])
 
 
+def cell_device(cell: dict) -> str:
+    """The device a recorded cell ran on ("not recorded" for cells from before the ledger kept it)."""
+    return cell.get("device") or "not recorded"
+
+
 def parse_value(text: str):
     """A CSV field as written by csv_text: an int, a float, None (empty) or the text itself."""
     for kind in (int, float):
