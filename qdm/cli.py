@@ -7,6 +7,7 @@ a permission) end with one line on stderr and exit status 2, never a traceback.
 import argparse
 import errno
 import json
+import os
 import pickle
 import sys
 import zipfile
@@ -432,6 +433,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"qdm {a.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:            # the reader of the output stopped (| head): nothing went wrong here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())     # no second error at exit
+        return 0
     except OSError as e:
         print(f"qdm {a.command}: error: {_system_error(e)}", file=sys.stderr)
         return 2

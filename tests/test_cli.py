@@ -131,3 +131,15 @@ def test_train_flags_build_the_config():
     assert cfg.unet == {"time_every_scale": True, "skip_mid": False} and cfg.quantum == {"n_qubits": 8}
     assert train_config(build_parser().parse_args(["train"])).classes == [0]
     assert train_config(build_parser().parse_args(["train", "--digit", "3,5"])).classes == [3, 5]
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error(tmp_path):
+    """`python -m qdm reproduce ... --executor commands | head -1`: the commands left unread are no
+    error of qdm's, so nothing on stderr and exit status 0."""
+    seeds = ",".join(map(str, range(40)))                # 800 commands: more than a pipe holds
+    cmd = [sys.executable, "-m", "qdm", "reproduce", "table1", "--preset", "fast", "--seeds", seeds, "--device",
+           "cpu", "--executor", "commands", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    assert proc.stdout.readline().startswith(b"python -m qdm reproduce table1")
+    proc.stdout.close()                                   # as head does after its first line
+    assert proc.wait(timeout=120) == 0 and proc.stderr.read() == b""
