@@ -169,9 +169,8 @@ for c in cells:
     proto = json.loads(c["protocol"])
     rows.append(
         f"| {c['preset']} | {c['cls']} | {c['model']} | {c['seed']} "
-        f"| {proto['sampler']}-{proto['steps']} {proto.get('precision', 'fp32')} | {cell_device(c)} "
-        f"| {c['steps']} | "
-        f"{float(c['seconds_per_step']):.3f} "
+        f"| {proto['sampler']}-{proto['steps']} {proto.get('precision', 'fp32')} "
+        f"| {cell_device(c)} | {c['steps']} | {float(c['seconds_per_step']):.3f} "
         f"| {float(c['train_seconds']) / 60:.1f} | {float(c['sample_seconds']) / 60:.1f} "
         f"| {float(c['FID']):.1f} | {float(c['KID']):.4f} | {float(c['SSIM']):.4f} |"
     )
