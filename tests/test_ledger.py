@@ -204,3 +204,17 @@ def test_processes_recording_at_once_lose_no_row(tmp_path, n=4, m=3, trials=3):
             assert [(r["digit"], r["variant"], r["seeds"]) for r in read_csv(out / "ablations_quick.csv")] == [
                 (str(i), v, s) for i in range(n) for v, s in (("classical", str(m)), ("real-vs-real", ""))]
         assert not list(out.glob(".*.lock*"))
+
+
+def test_a_field_only_the_ledger_has_survives_a_process_that_does_not_know_it(tmp_path):
+    """A process whose cells lack a field (started before qdm recorded it) rewrites the ledger with its
+    own numbers but keeps the field the file holds: a merge loses no column of a recorded cell."""
+    from qdm.experiments.ledger import cells_csv, merge_recorded
+    proto = protocol("fast")
+    cell = fake_run_cell(None, "fast", "mnist", 0, "classical", 0, proto, None, "cpu")
+    path = tmp_path / "cells.csv"
+    path.write_text(cells_csv([{**cell, "device": "cuda"}]))
+    key = ("classical", "0", 0)
+    mine = {key: {**cell, "FID": 99.0}}                    # this process's copy: no device, its own FID
+    merge_recorded(mine, path, "fast", proto, lambda c: (c["model"], c["cls"], c["seed"]))
+    assert mine[key]["device"] == "cuda" and mine[key]["FID"] == 99.0

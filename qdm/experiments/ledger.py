@@ -58,10 +58,12 @@ def recorded_cells(path: Path, preset: str, proto: dict, key) -> tuple[dict, lis
 
 
 def merge_recorded(cells: dict, path: Path, preset: str, proto: dict, key) -> list:
-    """Add to ``cells`` the cells another process recorded in ``path`` meanwhile (ours win); return
-    the file's cells of other protocols, to be written back with them."""
+    """Add to ``cells`` the cells another process recorded in ``path`` meanwhile (ours win, but a
+    field only the file has, e.g. one a newer qdm records, is kept); return the file's cells of other
+    protocols, to be written back with them."""
     recorded, others = recorded_cells(path, preset, proto, key)
-    cells.update({k: c for k, c in recorded.items() if k not in cells})
+    for k, cell in recorded.items():
+        cells[k] = {**cell, **cells[k]} if k in cells else cell
     return others
 
 
