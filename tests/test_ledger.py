@@ -218,3 +218,13 @@ def test_a_field_only_the_ledger_has_survives_a_process_that_does_not_know_it(tm
     mine = {key: {**cell, "FID": 99.0}}                    # this process's copy: no device, its own FID
     merge_recorded(mine, path, "fast", proto, lambda c: (c["model"], c["cls"], c["seed"]))
     assert mine[key]["device"] == "cuda" and mine[key]["FID"] == 99.0
+
+
+def test_a_cell_names_the_device_of_its_wall_times():
+    """Training and sampling on one device: its name; a run folder trained elsewhere and scored here:
+    both, so its wall times are not read as one machine's."""
+    from qdm.experiments.cells import cell_device_name
+    from qdm.experiments.ledger import cell_device
+    assert cell_device_name("cpu", "cpu") == "cpu"
+    assert cell_device_name("cuda:0", "cpu") == "cuda (training), cpu (sampling)"
+    assert cell_device({"device": None}) == cell_device({}) == "not recorded"
