@@ -180,12 +180,28 @@ def write_tables(table: str, cells: list[dict], refs: dict, columns: list, proto
     return out_dir / f"{name}.md"
 
 
+def seed_coverage(cells: list[dict]) -> str:
+    """Which seeds each model has in which columns, e.g. "classical: seeds 0, 1 in 0 1 2; seed 0 in 3"."""
+    parts = []
+    for model in MODELS:
+        seeds = {}
+        for c in cells:
+            if c["model"] == model:
+                seeds.setdefault(c["cls"], set()).add(int(c["seed"]))
+        if seeds:
+            groups = {}
+            for cls, s in sorted(seeds.items(), key=lambda kv: kv[0].zfill(3)):      # 0 1 ... 9 (or all)
+                groups.setdefault(tuple(sorted(s)), []).append(cls)
+            parts.append(f"{model}: " + "; ".join(f"seed{'s' * (len(s) > 1)} {', '.join(map(str, s))} in {' '.join(k)}"
+                                                  for s, k in sorted(groups.items(), key=lambda g: (-len(g[0]), g[0]))))
+    return "; ".join(parts)
+
+
 def table_notes(table: str, cells: list[dict], proto: dict, preset: str) -> list[str]:
     """The lines under a table: what ours, the derived rows and the paper's rows are."""
     seeds = sorted({c["seed"] for c in cells})
-    done = sorted({(c["model"], c["cls"]) for c in cells})
     machines = Counter(cell_device(c) for c in cells)
-    return ["", f"Ours: {len(cells)} finished cells (model, class): {done}; mean over seeds {seeds}, ± their std.",
+    return ["", f"Ours: {len(cells)} finished cells, mean over seeds {seeds} ± their std; {seed_coverage(cells)}.",
             "Cells per device they ran on (one protocol; only wall times depend on it): "
             + ", ".join(f"{d} {n}" for d, n in sorted(machines.items())) + ".",
             "Avg and Std are over the classes (columns) shown. Every cell's numbers, wall times included, are in "

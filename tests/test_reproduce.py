@@ -266,3 +266,14 @@ def test_a_stopped_sampling_job_resumes_from_its_kept_batches(tmp_path, tiny_dat
         kept.rename(tmp_path / "run1" / kept.name)
     other, _, _ = scoring.generate(tmp_path / "run1" / "best.pt", proto, keep=tmp_path / "run1")
     assert calls == [0, 1, 2] and not torch.equal(other, whole)
+
+
+def test_table_notes_say_which_seeds_each_model_has_in_which_digits():
+    """An unfinished table says per model which seeds stand behind which columns: columns in their
+    order (10 after 9), the columns with most seeds first."""
+    from qdm.reproduce import seed_coverage
+    cells = [{"model": m, "cls": str(d), "seed": s} for m, ds in (("classical", range(10)), ("quantum", (3, 0)))
+             for d in ds for s in ((0, 1) if d in (0, 2) else (0,))]
+    cells += [{"model": "quantum", "cls": "10", "seed": "2"}]          # as read back from a ledger: a string
+    assert seed_coverage(cells) == ("classical: seeds 0, 1 in 0 2; seed 0 in 1 3 4 5 6 7 8 9; "
+                                    "quantum: seeds 0, 1 in 0; seed 0 in 3; seed 2 in 10")
