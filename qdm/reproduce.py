@@ -67,14 +67,28 @@ def table_name(table: str, preset: str, proto: dict | None = None) -> str:
     return results_name(table, "paper", preset, proto)
 
 
-def overview_figure(figures: Path, dataset: str, columns: list, seed: int = 0, data_dir=None) -> Path | None:
+def overview_seed(figures: Path, dataset: str, k) -> int:
+    """The seed a column of the overview shows: the lowest one whose strips both models have (the same
+    starting noise), else the lowest one with any strip, else 0."""
+    found = {}
+    for path in figures.glob(f"{dataset}-{column(k)}-*-seed*_strip.png"):
+        model, seed = path.name[len(f"{dataset}-{column(k)}-"):-len("_strip.png")].rsplit("-seed", 1)
+        if model in MODELS and seed.isdigit():
+            found.setdefault(int(seed), set()).add(model)
+    both = [s for s, models in found.items() if len(models) == len(MODELS)]
+    return min(both or found or [0])
+
+
+def overview_figure(figures: Path, dataset: str, columns: list, data_dir=None) -> Path | None:
     """The layout of the paper's Figs. 3-6 for every column at once: real test images, then the
-    classical and the quantum model's samples (same sampling seed, so the same starting noise), from
-    the strips run_cell leaves beside each cell's figure. Written to <figures>/overview.png."""
+    classical and the quantum model's samples (same sampling seed, so the same starting noise;
+    ``overview_seed``), from the strips run_cell leaves beside each cell's figure. Written to
+    <figures>/overview.png."""
     from matplotlib.figure import Figure
     from matplotlib.image import imread
     from qdm.plots import image_grid
-    strips = {(m, k): figures / f"{dataset}-{column(k)}-{m}-seed{seed}_strip.png" for m in MODELS for k in columns}
+    seeds = {k: overview_seed(figures, dataset, k) for k in columns}
+    strips = {(m, k): figures / f"{dataset}-{column(k)}-{m}-seed{seeds[k]}_strip.png" for m in MODELS for k in columns}
     if not any(path.exists() for path in strips.values()):
         return None
     fig = Figure(figsize=(1.6 * len(columns) + 0.6, 2.6))
@@ -97,7 +111,7 @@ def overview_figure(figures: Path, dataset: str, columns: list, seed: int = 0, d
             if j == 0:
                 ax.set_ylabel(label, fontsize=8)
             if i == 0:
-                ax.set_title(column(k), fontsize=9)
+                ax.set_title(column(k) + (f" (seed {seeds[k]})" if seeds[k] else ""), fontsize=9)
     fig.tight_layout(pad=0.3)
     path = figures / "overview.png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))

@@ -277,3 +277,17 @@ def test_table_notes_say_which_seeds_each_model_has_in_which_digits():
     cells += [{"model": "quantum", "cls": "10", "seed": "2"}]          # as read back from a ledger: a string
     assert seed_coverage(cells) == ("classical: seeds 0, 1 in 0 2; seed 0 in 1 3 4 5 6 7 8 9; "
                                     "quantum: seeds 0, 1 in 0; seed 0 in 3; seed 2 in 10")
+
+
+def test_the_overview_shows_per_digit_the_lowest_seed_both_models_have(tmp_path):
+    """A digit whose seed-0 strips are missing (or only one model's) is shown from the lowest seed
+    with both models' strips, so its two sample rows start from the same noise."""
+    from qdm.reproduce import overview_seed
+    for name in ("mnist-0-classical-seed1", "mnist-0-quantum-seed1", "mnist-0-quantum-seed0",
+                 "mnist-0-classical-seed2", "mnist-0-quantum-seed2", "mnist-1-classical-seed2",
+                 "mnist-10-classical-seed0", "mnist-0-classical-seed3"):
+        (tmp_path / f"{name}_strip.png").touch()
+    (tmp_path / "mnist-3-classical-seed0.png").touch()           # a cell figure without its strip
+    assert overview_seed(tmp_path, "mnist", 0) == 1
+    assert overview_seed(tmp_path, "mnist", 1) == 2                 # one model only: its lowest seed
+    assert overview_seed(tmp_path, "mnist", 3) == 0                 # no strip at all
