@@ -90,10 +90,11 @@ def headline() -> Path:
     answers = [recipe_answer(name) for name in ("table1", "table1_qdm")]
     for i, label in enumerate(["digits measured (classical, quantum)", "FID over the floor, classical (mean over digits)",
                                "FID over the floor, quantum (mean over digits)",
-                               "quantum - classical FID, pooled over digits"]):
+                               "quantum - classical FID"]):
         lines.append(f"| {label} | {answers[0][i]} | {answers[1][i]} |")
     compute = [compute_text(name, preset) for name, preset in (("table1", "paper"), ("table1_qdm", "qdm"))]
-    lines.append(f"| cells per device: median minutes of training + sampling a cell; hours in all | "
+    lines.append(f"| cells per device: median minutes of training + sampling a cell; cell-hours in all "
+                 "(summed over cells; cells that ran side by side overlap) | "
                  f"{compute[0]} | {compute[1]} |")
     lines += ["", "| Table I, digit 0 | FID |", "|---|---:|"] + [f"| {name} | {v:.1f} |" for name, v in rows]
     path = ROOT / "results" / "table1_headline.md"
@@ -124,8 +125,8 @@ def digits_text(n: int) -> str:
 def recipe_answer(name: str, results: Path = ROOT / "results") -> list[str]:
     """A written table's answer to the paper's question, read from its CSV (qdm.reproduce.write_tables
     computes it): the digits each model has, its FID over the floor averaged over them, and quantum
-    minus classical averaged over the digits with both, ± its pooled standard error once the table
-    has one (every such digit with two seeds or more)."""
+    minus classical: pooled ± its standard error over the digits with two seeds or more of both models
+    (once there are two such digits), and its plain mean over every digit with both where that is more."""
     rows = {(r["metric"], r["row"]): r for r in table_csv(name, results)}
     digits = [str(d) for d in range(10)]
 
@@ -136,13 +137,15 @@ def recipe_answer(name: str, results: Path = ROOT / "results") -> list[str]:
     over_floor = {m: f"{float(avg):.2f} ({digits_text(len(v))})" if v else "—" for m, (v, avg) in done.items()}
     diffs, pooled_mean = values(("FID", "quantum - classical"))
     with_se, pooled_se = values(("FID", "quantum - classical s.e."))
-    if not diffs:
-        pooled = "—"
-    elif pooled_mean and pooled_se:
+    mean_all = f"{sum(diffs) / len(diffs):+.2f} (mean over {digits_text(len(diffs))})" if diffs else "—"
+    if pooled_mean and pooled_se:
         mean, se = float(pooled_mean), float(pooled_se)
-        pooled = f"{mean:+.2f} ± {se:.2f}{beyond_2se(mean, se)} ({digits_text(len(with_se))})"
+        pooled = f"{mean:+.2f} ± {se:.2f}{beyond_2se(mean, se)} (pooled over the {digits_text(len(with_se))} " \
+                 "with two seeds or more of both)"
+        pooled += f"; {mean_all}" if len(with_se) < len(diffs) else ""
     else:
-        pooled = f"{sum(diffs) / len(diffs):+.2f} ({digits_text(len(diffs))}; one seed: no standard error yet)"
+        pooled = mean_all + ("; a pooled standard error needs two digits with two seeds or more of both"
+                             if diffs else "")
     return [f"{len(done['classical'][0])}, {len(done['quantum'][0])} of 10", over_floor["classical"],
             over_floor["quantum"], pooled]
 

@@ -79,8 +79,9 @@ print("showing", ", ".join(str(results / f"{t}.md") for t in tables))
 #
 # Per recipe: how many digits each model has, its FID over the real-vs-real floor averaged over
 # the digits (1 would be as close as real images at this $N$), and the paper's question, quantum
-# minus classical FID, averaged over the digits with both models, ± its standard error
-# $\sqrt{\sum_d \mathrm{se}_d^2}/D$ once every such digit has several seeds. Written by
+# minus classical FID: averaged over the $D$ digits with two seeds or more of both models, ± its
+# standard error $\sqrt{\sum_d \mathrm{se}_d^2}/D$ (once $D \ge 2$), and beside it the plain mean
+# over every digit with both models while some have one seed. Written by
 # `book/landing_figures.py` from the tables' CSVs (the README and the landing page show the same).
 
 # %%

@@ -222,7 +222,9 @@ def table_notes(table: str, cells: list[dict], proto: dict, preset: str) -> list
             f"`{table_name(table, preset, proto)}_cells.csv`; SSIM, FID, KID as defined in notebooks/07_evaluation.",
             "FID / floor: our mean FID over the column's real-vs-real FID (1 would be as close as real images at "
             "this N). quantum - classical: the difference of the mean FIDs ± its standard error over the seeds; its "
-            "Avg is the per-class differences averaged, ± sqrt(sum se^2) / D; \"beyond 2 s.e.\" as in the studies.",
+            "Avg pools the D classes with two seeds or more of both models (their differences averaged, ± sqrt(sum "
+            "se^2) / D). The standard errors hold the spread of seeds (training and sampling) only, and with two seeds "
+            "a model they rest on few degrees of freedom: \"beyond 2 s.e.\" (as in the studies) flags, it does not test.",
             "Paper: as printed; its FIDs come from 5-13 images (see the evaluation notebook), ours from N above.",
             "Quantum cells: the paper's circuit " + ("(RZ ansatz) with its input trained (not detached)."
                                                      if get_preset(preset).quantum_cells != PAPER_CIRCUIT
@@ -343,7 +345,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
 def against_floor(results_dir, table: str, preset: str, proto: dict | None = None) -> list[dict]:
     """Each recorded cell of a table (its protocol: the preset's default unless given) beside its
     column's real-vs-real FID from ``<table>.csv``: FID / floor, the qdm recipe's measure (its goal: at
-    most 2), and the cell's wall times (training, and sampling + scoring)."""
+    most 2), and the cell's wall times (training, and sampling)."""
     proto = proto or protocol(preset)
     results_dir, name = Path(results_dir), table_name(table, preset, proto)
     with open(results_dir / f"{name}.csv") as f:

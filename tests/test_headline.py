@@ -41,7 +41,8 @@ def test_headline_pools_quantum_minus_classical_over_digits(tmp_path):
            for d in (0, 1)]
     mean, se = np.mean(diffs), np.sqrt(sum(s ** 2 for s in ses)) / 2
     assert answer[0] == "3, 2 of 10"
-    assert answer[3].startswith(f"{mean:+.2f} ± {se:.2f}") and "(2 digits)" in answer[3]
+    assert answer[3].startswith(f"{mean:+.2f} ± {se:.2f}") and "(pooled over the 2 digits" in answer[3]
+    assert "mean over" not in answer[3]                   # the pooled digits are all the digits with both
     assert ("beyond 2 s.e." in answer[3]) == (abs(mean) > 2 * se)
     over = np.mean([np.mean(fids[("classical", d)]) / (5.0 + d) for d in (0, 1, 2)])
     assert answer[1] == f"{over:.2f} (3 digits)"
@@ -51,7 +52,9 @@ def test_headline_with_one_seed_gives_the_difference_without_a_standard_error(tm
     fids = {("classical", 0): [20.0], ("quantum", 0): [23.0]}
     write_tables("table1", _cells(fids), _refs([0]), [0], protocol("paper"), "paper", tmp_path)
     answer = _landing().recipe_answer("table1", tmp_path)
-    assert answer[0] == "1, 1 of 10" and answer[3] == "+3.00 (1 digit; one seed: no standard error yet)"
+    assert answer[0] == "1, 1 of 10"
+    assert answer[3] == ("+3.00 (mean over 1 digit); a pooled standard error needs two digits with two seeds "
+                         "or more of both")
     assert answer[2] == f"{23.0 / 5.0:.2f} (1 digit)"
 
 
@@ -88,3 +91,16 @@ def test_headline_compute_per_device_is_read_from_the_ledger(tmp_path):
     write_tables("table1", cells, _refs(range(5)), list(range(5)), protocol("qdm"), "qdm", tmp_path, [other])
     text = _landing().compute_text("table1_qdm", "qdm", tmp_path)
     assert text == "cpu: 3, 20.0 + 2.0 min; 1.10 h; cuda: 2, 1.0 + 0.3 min; 0.04 h"     # medians of 3 and of 2
+
+
+def test_headline_gives_the_mean_over_every_digit_beside_a_pooled_difference_over_fewer(tmp_path):
+    """Two digits with two seeds of both models are pooled ± s.e.; a third digit with one seed enters
+    only the plain mean over all digits, which the headline gives beside the pooled value."""
+    fids = {("classical", 0): [20.0, 22.0], ("quantum", 0): [25.0, 26.0],
+            ("classical", 1): [30.0, 31.0], ("quantum", 1): [30.5, 29.0],
+            ("classical", 2): [40.0], ("quantum", 2): [50.0]}
+    write_tables("table1", _cells(fids), _refs([0, 1, 2]), [0, 1, 2], protocol("qdm"), "qdm", tmp_path)
+    answer = _landing().recipe_answer("table1_qdm", tmp_path)
+    diffs = [np.mean(fids[("quantum", d)]) - np.mean(fids[("classical", d)]) for d in (0, 1, 2)]
+    assert answer[3].startswith(f"{np.mean(diffs[:2]):+.2f} ± ") and "(pooled over the 2 digits" in answer[3]
+    assert answer[3].endswith(f"; {np.mean(diffs):+.2f} (mean over 3 digits)")
