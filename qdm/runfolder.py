@@ -6,10 +6,12 @@ from pathlib import Path
 
 RUN_FORMAT = "qdm-run-v1"        # in every run's config.json: what --overwrite may replace
 RUN_LOGS = {"config.json", "loss.csv", "epochs.csv", "loss.png", "samples"}   # what a run writes besides .pt
-RUN_FILES = ("config.json", "loss.csv", "epochs.csv", "loss.png", "samples.png", "summary.json", "*.pt",
-             "samples_*.png", "eval_*.json", "metrics-*.json", "samples/epoch_*.png", "snapshots/epoch_*.pt",
+RUN_FILES = ("config.json", "loss.csv", "epochs.csv", "loss.png", "samples.png", "summary.json", "best.pt",
+             "last.pt", "samples.pt", "samples_*_n*_seed*.p[nt]*", "eval_*_n*_seed*.json", "metrics-*-seed*.json",
+             "generated-*-batch*.pt", "samples/epoch_[0-9][0-9][0-9].png", "snapshots/epoch_[0-9][0-9][0-9].pt",
              "snapshots/epoch_*.json", "snapshots/samples_*.p*", "snapshots/eval_*.json")
-# RUN_FILES: every file qdm writes into a run folder (train, and sample, evaluate, curve, reproduce beside it)
+# RUN_FILES: every file qdm writes into a run folder (train, and sample, evaluate, curve, reproduce beside it),
+# by the names it gives them: a file a person put there (best_keep.pt, samples_for_paper.png) is not one
 RUN_FOLDERS = ("samples", "snapshots")
 
 

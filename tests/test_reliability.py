@@ -129,6 +129,17 @@ def test_overwrite_removes_only_a_runs_own_files(run, capsys):
     assert load_checkpoint(run / "last.pt")["history"]["epoch"] == 1
 
 
+def test_overwrite_keeps_files_a_person_named_like_a_runs_own(run, capsys):
+    """Only the names qdm gives its files are a run's: a copy of best.pt kept under another name, a
+    figure or notes a person saved with a .pt or samples_ name make --overwrite refuse."""
+    for name in ("best_epoch2_keep.pt", "my_notes.pt", "samples_for_paper.png", "snapshots/epoch_2_mine.pt"):
+        (run / name).write_bytes(b"mine")
+        one_line_error(capsys, ["train", "--preset", "fast", "--out", str(run), "--overwrite"],
+                       f"holds a run and other files ({name})")
+        assert (run / name).read_bytes() == b"mine" and (run / "best.pt").exists()
+        (run / name).unlink()
+
+
 # 3. sample and evaluate write only new files
 def test_sample_and_evaluate_never_replace_a_run_or_earlier_results(run, tmp_path, capsys):
     best = (run / "best.pt").read_bytes()
