@@ -328,7 +328,7 @@ def cmd_reproduce(a):
     from qdm.reproduce import TABLES, against_floor, protocol, reproduce
     classes = None
     if a.classes is not None:   # "0,1"; for table2 "all" is the column of all classes together
-        classes = [None if c.strip() == "all" else c for c in a.classes.split(",")]
+        classes = [None if c.strip() == "all" else c for c in a.classes.split(",") if c.strip()]
         classes = [c if c is None else _int_list(c, "classes")[0] for c in classes]
         if a.table in TABLES:
             check_dataset(TABLES[a.table][0], [c for c in classes if c is not None])

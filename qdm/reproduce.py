@@ -299,6 +299,8 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     or beside the runs for a preset that says so (fast). The tables are rewritten by this process
     after every finished cell (with the commands executor, by each command)."""
     dataset, columns = _columns(table, classes, models)
+    if not (columns and models and seeds):
+        raise UserError("give at least one class, one model and one seed")
     check_executor(executor, jobs)
     make_config(preset, dataset=dataset)                  # an unknown preset fails before any work
     proto = proto or protocol(preset)

@@ -56,6 +56,9 @@ def test_bad_input_gives_one_line(tmp_path, capsys):
     one_line_error(capsys, ["reproduce", "table1", "--digits", "0,x"], "must be")
     one_line_error(capsys, ["reproduce", "table1", "--models", "hybrid"], "unknown model 'hybrid'")
     one_line_error(capsys, ["reproduce", "table1", "--seeds", "a"], "--seeds must be comma-separated integers")
+    for empty in (["--classes", ","], ["--classes", ""], ["--seeds", ""], ["--models", ","]):
+        one_line_error(capsys, ["reproduce", "table1", "--results-dir", str(tmp_path / "r"), *empty],
+                       "give at least one class, one model and one seed")
     assert not (tmp_path / "r").exists()
 
 

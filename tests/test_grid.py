@@ -14,6 +14,7 @@ from qdm.ablations import ablate
 from qdm.cli import main
 from qdm.curves import write_curves
 from qdm.errors import UserError
+from qdm.experiments.grid import run_grid
 from qdm.reproduce import protocol, reproduce
 
 
@@ -92,3 +93,10 @@ def test_a_lease_expires_unless_its_heartbeat_keeps_it(tmp_path, monkeypatch):
         assert time.time() - lock.stat().st_mtime < 0.4
         assert not locks.try_lock(lock)
     assert not lock.exists()
+
+
+@pytest.mark.parametrize("cluster, slurm", [("bar", {}), ("local", {"foo": 1})])
+def test_a_cluster_or_parameter_submitit_does_not_know_is_a_one_line_error(tmp_path, cluster, slurm):
+    with pytest.raises(UserError, match="submitit refused") as e:
+        run_grid([0], abs, lambda task, out: None, executor="submitit", folder=tmp_path, cluster=cluster, slurm=slurm)
+    assert "\n" not in str(e.value) and not list(tmp_path.glob("*.pkl"))     # nothing submitted

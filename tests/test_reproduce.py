@@ -85,6 +85,9 @@ def test_fast_table2_on_a_file_in_medmnist_format(tmp_path, monkeypatch):
     (dict(table="table1", models=["hybrid"]), "unknown model 'hybrid'"),
     (dict(table="table1", preset="huge"), "unknown preset 'huge'"),
     (dict(table="table1", classes=[10]), "mnist has no class 10: use 0-9"),
+    (dict(table="table1", classes=[]), "give at least one class, one model and one seed"),
+    (dict(table="table1", models=[]), "give at least one class, one model and one seed"),
+    (dict(table="table1", seeds=[]), "give at least one class, one model and one seed"),
 ])
 def test_bad_input_fails_before_any_work(tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):

@@ -90,8 +90,12 @@ def _local(tasks: list, work, jobs: int):
 def _submitit(tasks: list, work, folder: Path, cluster: str | None, slurm: dict):
     """(task, result) as each submitit job finishes; ``cluster`` None: SLURM if present, else local."""
     import submitit
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    executor.update_parameters(**{"timeout_min": CELL_TIMEOUT_MIN, **slurm})
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        executor.update_parameters(**{"timeout_min": CELL_TIMEOUT_MIN, **slurm})
+    except (ValueError, NameError, TypeError) as e:      # an unknown cluster or parameter
+        raise UserError(f"submitit refused --cluster {cluster} / --submitit {slurm}: {' '.join(str(e).split())}; "
+                        "see submitit's AutoExecutor for the names it takes") from None
     jobs = {}
     with executor.batch():
         for task in tasks:
