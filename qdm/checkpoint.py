@@ -134,6 +134,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     """Load a qdm checkpoint (tensors and plain values only), or raise a one-line UserError
     saying what is wrong with it."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: give a checkpoint file in it (a run's best.pt)")
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (train a model first, or give the path to its best.pt)")
     try:
@@ -144,7 +146,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
             raise UserError(f"{path} is not a qdm checkpoint: it refers to {code.group(1)}, and loading it "
                             "could run code; qdm does not load it (use a checkpoint qdm wrote)") from None
         raise UserError(f"{path} is corrupt or not a torch file ({type(e).__name__}); "
-                        "re-run training or use the run's last.pt") from None
+                        "restore it from a copy, or train the run again (--overwrite)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a qdm checkpoint (no '{FORMAT}' marker)")
     return state

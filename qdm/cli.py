@@ -49,7 +49,8 @@ def _add_train(sub):
                                    "folder with config.json, loss.csv, epochs.csv, loss.png, per-epoch sample "
                                    "grids, best.pt, last.pt, samples.png and summary.json. Every value omitted "
                                    "is the preset's (shown as 'default ...; <preset> ...').")
-    p.add_argument("--preset", default="paper", help="; ".join(f"{k}: {v.about}" for k, v in PRESETS.items()))
+    p.add_argument("--preset", help="default paper; with --resume, the run's own. "
+                                    + "; ".join(f"{k}: {v.about}" for k, v in PRESETS.items()))
     p.add_argument("--out", help="run folder (default runs/<dataset>-<classes>-<model>-<preset>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (start it if absent)")
     p.add_argument("--overwrite", action="store_true",
@@ -106,10 +107,11 @@ def _add_device_and_data(p):
     p.add_argument("--data-dir", help="data root (default $QDM_DATA_DIR, else ./data)")
 
 
-def _add_protocol(p):
+def _add_protocol(p, sampler_default="the preset's protocol, ddpm for Tables I and II"):
     p.add_argument("--n", type=int, help="generated images per class (default 1000; fast preset 16)")
-    p.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the preset's protocol, ddpm for Tables I and II)")
-    p.add_argument("--steps", type=int, help="sampler steps (default 1000 for ddpm, 100 for the others)")
+    p.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: {sampler_default})")
+    p.add_argument("--steps", type=int, help="sampler steps (default 1000 for ddpm, which runs all T steps; "
+                                             "100 for the others)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--precision",
                    help="fp32 or bf16: the network in bfloat16 while sampling (qdm.inference; default: the preset's "
@@ -178,7 +180,7 @@ def _add_curve(sub):
                                    ".png. Scores are cached next to the snapshots: rerun to add new ones.")
     p.add_argument("runs", nargs="+", help="run folders")
     p.add_argument("--every", type=int, default=1, help="score every K-th snapshot of each run, counted back from its last (default 1: all)")
-    _add_protocol(p)
+    _add_protocol(p, sampler_default="ddim, 100 steps: many snapshots are scored")
     p.add_argument("--out", default="results", help="folder for learning_curves.csv and .png (default results/)")
     _add_device_and_data(p)
     _add_executor(p)
@@ -189,14 +191,28 @@ def _add_info(sub):
                    description="Print the versions, the training presets and the model's parameter counts.")
 
 
+def resumed_config(a) -> dict | None:
+    """With --resume, --out holding a qdm run and no --preset: the run's own configuration (config.json),
+    so that a run continues with only the flags given changed; otherwise None."""
+    from qdm.runfolder import is_run
+    from qdm.train import TrainConfig
+    if not (a.resume and a.out and a.preset is None and is_run(Path(a.out))):
+        return None
+    names = {f.name for f in fields(TrainConfig)}
+    run = {k: v for k, v in json.loads((Path(a.out) / "config.json").read_text()).items() if k in names}
+    return run if "preset" in run else None          # a run killed before it wrote its configuration
+
+
 def train_config(a):
-    """The TrainConfig of a parsed train command: the preset's values, then the flags given (a dict
-    field: the preset's options, then the given ones)."""
+    """The TrainConfig of a parsed train command: the preset's values (with --resume of a run, the run's
+    own), then the flags given (a dict field: the preset's or run's options, then the given ones)."""
     import dataclasses
     from qdm.data import parse_classes
     from qdm.presets import get_preset
     from qdm.train import TrainConfig, make_config
-    recipe, values = get_preset(a.preset).train, {}
+    run = resumed_config(a)
+    preset = a.preset or (run["preset"] if run else "paper")
+    recipe, values = run or get_preset(preset).train, {}
     for f in fields(TrainConfig):
         if "options" in f.metadata:
             given = {key: getattr(a, flag) for flag, (key, _, _) in f.metadata["options"].items()
@@ -205,7 +221,9 @@ def train_config(a):
         elif f.name != "preset":
             values[f.name] = getattr(a, f.name)
     values["classes"] = None if a.classes is None else parse_classes(a.classes)
-    cfg = make_config(a.preset, **{k: v for k, v in values.items() if k != "classes"})
+    given = {k: v for k, v in values.items() if k != "classes"}
+    cfg = (TrainConfig(**{**run, **{k: v for k, v in given.items() if v is not None}}).check() if run
+           else make_config(preset, **given))
     if a.classes is not None:                     # "all" is None: every class, not "omitted"
         cfg = dataclasses.replace(cfg, classes=values["classes"]).check()
     return cfg
@@ -418,7 +436,7 @@ def _system_error(e: OSError) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m qdm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m qdm", description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_sample, _add_evaluate, _add_reproduce, _add_ablate, _add_curve, _add_info):
         add(sub)

@@ -104,6 +104,7 @@ def write_curves(runs: list, proto: dict, out_dir, device="auto", data_dir=None,
     asked = device                                        # the printed commands pass on what was asked
     device, cells_device = grid_devices(asked, executor, jobs)
     runs = [str(r) for r in runs]
+    recorded_curves(Path(out_dir) / "learning_curves.csv", set())     # a file of another kind fails before any work
     if executor == "commands":
         run_grid(runs, None, None, executor="commands", command=lambda run: (
             f"python -m qdm curve {run} --every {every} {cell_flags(proto, asked, data_dir)} --out {out_dir}"))
@@ -140,5 +141,10 @@ def recorded_curves(path: Path, scored: set) -> list[dict]:
     if not path.exists():
         return []
     with open(path) as f:
-        kept = [{**{k: parse_value(v) for k, v in r.items()}, "digit": r["digit"]} for r in csv.DictReader(f)]
+        reader = csv.DictReader(f)
+        missing = [k for k in ("run", "digit", "sampler", "n") if k not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path} is not a learning-curves file written by qdm (no {', '.join(missing)} column): "
+                            "move it away or choose another --out")
+        kept = [{**{k: parse_value(v) for k, v in r.items()}, "digit": r["digit"]} for r in reader]
     return [r for r in kept if (r["run"], r["sampler"], r["n"]) not in scored]

@@ -213,10 +213,13 @@ def _pathmnist(root: Path, split: str):
     path = folder / "pathmnist.npz"
     if path.exists():
         _check_pathmnist(path)
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         return medmnist.PathMNIST(split=split, root=str(folder), download=not path.exists(), size=28)
     except Exception as e:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()                        # a failed download leaves no empty folder behind
         if not path.exists():
             raise UserError(f"PathMNIST not found: no {path} and the download failed ({type(e).__name__}); "
                             "set QDM_DATA_DIR or --data-dir to a folder holding medmnist/pathmnist.npz") from None

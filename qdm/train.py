@@ -260,6 +260,8 @@ def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) 
     anything that is not one. ``overwrite`` removes a run's own files, and only from a folder
     that holds nothing else. With ``resume``, a run stopped before its first checkpoint (its
     config.json and logs, no .pt file) has nothing to resume and starts again."""
+    if resume and overwrite:
+        raise UserError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder: choose another --out")
     last = out / "last.pt"
@@ -294,7 +296,8 @@ def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) 
                         "nothing else; move those files or choose another --out")
     if resume:
         raise UserError(f"{out} holds {holds} but no last.pt to resume from: "
-                        + ("use --overwrite or another --out" if run and not other else "choose another --out"))
+                        + ("use --overwrite or another --out" if run and not other
+                           else "move those files away or choose another --out"))
     if run:
         raise UserError(f"{out} already holds {holds}: --resume continues it, --overwrite replaces it, "
                         "or choose another --out")

@@ -46,6 +46,7 @@ def test_bad_input_gives_one_line(tmp_path, capsys):
     one_line_error(capsys, ["train", "--preset", "huge"], "unknown preset 'huge'")
     one_line_error(capsys, ["train", "--model", "magic", "--out", str(tmp_path / "a")], "unknown model 'magic'")
     one_line_error(capsys, ["sample", str(tmp_path / "nope.pt")], "checkpoint not found")
+    one_line_error(capsys, ["sample", str(tmp_path)], "is a folder: give a checkpoint file in it")
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
     one_line_error(capsys, ["sample", str(tmp_path / "junk.pt")], "is corrupt or not a torch file")
     torch.save({"weights": 1}, tmp_path / "other.pt")
@@ -79,7 +80,23 @@ def test_existing_run_is_not_destroyed(tmp_path, capsys):
     one_line_error(capsys, ["train", "--out", str(out)], "holds other files (precious.txt), not a qdm run")
     one_line_error(capsys, ["train", "--out", str(out), "--resume"], "no last.pt to resume from")
     one_line_error(capsys, ["train", "--out", str(out), "--overwrite"], "holds other files (precious.txt)")
+    one_line_error(capsys, ["train", "--out", str(out), "--overwrite", "--resume"], "give one of them")
     assert (out / "precious.txt").read_text() == "results"
+
+
+@needs_mnist
+def test_resume_continues_a_run_with_its_own_settings(tmp_path, capsys):
+    """`train --out X --resume --epochs N` continues the run in X with the preset and digit it was
+    trained with (only the flags given change); a flag that must match the run is still refused."""
+    from qdm.checkpoint import load_checkpoint
+    out = str(tmp_path / "three")
+    assert main(["train", "--preset", "fast", "--digit", "3", "--epochs", "1", "--out", out, "--no-progress"]) == 0
+    assert main(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 0
+    config = json.loads((tmp_path / "three" / "config.json").read_text())
+    assert (config["preset"], config["classes"], config["epochs"]) == ("fast", [3], 2)
+    assert load_checkpoint(tmp_path / "three" / "last.pt")["history"]["epoch"] == 2
+    capsys.readouterr()
+    one_line_error(capsys, ["train", "--out", out, "--resume", "--digit", "4"], "its run has a different classes")
 
 
 def test_resume_restarts_a_run_stopped_before_its_first_checkpoint(tmp_path, tiny_data, capsys):

@@ -52,6 +52,7 @@ def test_missing_data_says_what_and_where(tmp_path, monkeypatch):
         load_images("mnist", "train", [0], data_dir=str(tmp_path))
     with pytest.raises(UserError, match=r"PathMNIST not found: no .*medmnist/pathmnist.npz"):
         load_images("pathmnist", "train", [0], data_dir=str(tmp_path))
+    assert not (tmp_path / "medmnist").exists()             # the failed download left no empty folder
 
 
 def test_corrupt_pathmnist_file(tmp_path):

@@ -100,3 +100,11 @@ def test_a_cluster_or_parameter_submitit_does_not_know_is_a_one_line_error(tmp_p
     with pytest.raises(UserError, match="submitit refused") as e:
         run_grid([0], abs, lambda task, out: None, executor="submitit", folder=tmp_path, cluster=cluster, slurm=slurm)
     assert "\n" not in str(e.value) and not list(tmp_path.glob("*.pkl"))     # nothing submitted
+
+
+def test_curve_refuses_a_learning_curves_file_it_did_not_write_before_any_work(tmp_path):
+    (tmp_path / "learning_curves.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="not a learning-curves file written by qdm .no run, digit, sampler, n column"):
+        write_curves(["runs/a"], protocol("fast"), tmp_path, "cpu", executor="commands")
+    assert (tmp_path / "learning_curves.csv").read_text() == "a,b\n1,2\n"
+    assert not (tmp_path / "learning_curves.png").exists()

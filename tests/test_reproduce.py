@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import needs_inception, needs_mnist, read_csv
+from conftest import needs_inception, needs_mnist, one_line_error, read_csv
 from qdm.errors import UserError
 from qdm.reproduce import PAPER_TABLE1, PAPER_TABLE2, against_floor, reproduce
 from test_data import write_fake_pathmnist
@@ -294,3 +294,23 @@ def test_the_overview_shows_per_digit_the_lowest_seed_both_models_have(tmp_path)
     assert overview_seed(tmp_path, "mnist", 0) == 1
     assert overview_seed(tmp_path, "mnist", 1) == 2                 # one model only: its lowest seed
     assert overview_seed(tmp_path, "mnist", 3) == 0                 # no strip at all
+
+
+def test_a_ddpm_protocol_names_the_steps_that_run(tmp_path, tiny_data, capsys):
+    """DDPM runs all T steps of a model: a protocol (and its results file name) naming other steps is
+    refused, for the preset's T before any work and for a checkpoint trained with another T before
+    sampling; other samplers take any number of steps."""
+    from qdm.experiments import scoring
+    from qdm.experiments.protocol import protocol
+    from qdm.train import make_config, train
+    assert protocol("paper", sampler="ddpm")["steps"] == 1000
+    assert protocol("paper", sampler="ddim", steps=7)["steps"] == 7
+    with pytest.raises(UserError, match="runs all T = 1000 steps of the model, not 7"):
+        protocol("paper", sampler="ddpm", steps=7)
+    one_line_error(capsys, ["reproduce", "table1", "--sampler", "ddpm", "--steps", "7",
+                            "--results-dir", str(tmp_path / "r")], "not 7: leave out --steps")
+    train(make_config("fast", epochs=1, batch_size=8, val_size=8, T=50, device="cpu"), tmp_path / "t50",
+          progress=False, data=tiny_data)
+    with pytest.raises(UserError, match="runs all T = 50 steps of the model, not 1000"):
+        scoring.generate(tmp_path / "t50" / "best.pt", protocol("fast", n=2, sampler="ddpm"))
+    assert not (tmp_path / "r").exists()

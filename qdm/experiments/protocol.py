@@ -5,6 +5,7 @@ from qdm.diffusion import SAMPLERS
 from qdm.errors import UserError
 from qdm.inference import check_precision
 from qdm.presets import get_preset
+from qdm.train import make_config
 
 
 def column(cls) -> str:
@@ -28,11 +29,20 @@ def protocol(preset: str, n: int | None = None, sampler: str | None = None, step
         steps = steps_default if sampler == sampler_default else (1000 if sampler == "ddpm" else 100)
     if n is not None and n < 2 or steps < 1:
         raise UserError(f"--n must be at least 2 and --steps at least 1 (got n={n}, steps={steps})")
+    check_ddpm_steps(sampler, steps, make_config(preset).T)
     return {"n": n or n_default, "n_real": p.n_real,
             "real": "test split of the class", "sampler": sampler,
             "steps": steps, "seed": seed, **({"precision": precision} if check_precision(precision) != "fp32" else {}),
             "fid": "pytorch-fid InceptionV3 pool3 (2048)", "kid": "unbiased, cubic polynomial kernel",
             "ssim": "random real pair of the class (fixed seed); SSIM_nearest: best over 200 real"}
+
+
+def check_ddpm_steps(sampler: str, steps: int, T: int) -> None:
+    """Ancestral DDPM sampling runs every one of a model's T steps: a protocol naming other steps would record
+    what did not run."""
+    if sampler == "ddpm" and steps != T:
+        raise UserError(f"the ddpm sampler runs all T = {T} steps of the model, not {steps}: leave out --steps, "
+                        "or use --sampler ddpm_respaced for fewer")
 
 
 def protocol_tag(proto: dict, preset: str) -> str:

@@ -12,7 +12,7 @@ from qdm import metrics
 from qdm.checkpoint import load_checkpoint, save_checkpoint, sha256, write_json
 from qdm.data import DATASETS, load_images
 from qdm.errors import UserError
-from qdm.experiments.protocol import column
+from qdm.experiments.protocol import check_ddpm_steps, column
 from qdm.inference import compile_choice, for_sampling, worth_compiling
 from qdm.train import make_diffusion, model_from_checkpoint, resolve_device
 
@@ -73,6 +73,7 @@ def generate(checkpoint, proto: dict, device="cpu", progress=False, keep=None):
     a job stopped in the middle loses at most the batch in progress, and the images and seconds
     are those of an uninterrupted run. A batch kept from other weights is sampled again."""
     model, cfg = model_from_checkpoint(checkpoint, device)
+    check_ddpm_steps(proto["sampler"], proto["steps"], cfg.T)
     diffusion = make_diffusion(cfg)            # its schedule and epsilon source (qdm.quantum.epsilon)
     precision = proto.get("precision", "fp32")
     weights = sha256(checkpoint) if keep is not None else None
