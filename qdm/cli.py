@@ -110,8 +110,8 @@ def _add_device_and_data(p):
 def _add_protocol(p, sampler_default="the preset's protocol, ddpm for Tables I and II"):
     p.add_argument("--n", type=int, help="generated images per class (default 1000; fast preset 16)")
     p.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: {sampler_default})")
-    p.add_argument("--steps", type=int, help="sampler steps (default 1000 for ddpm, which runs all T steps; "
-                                             "100 for the others)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: all T for ddpm, which runs every one; the "
+                                             "preset's for its sampler, else 100)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--precision",
                    help="fp32 or bf16: the network in bfloat16 while sampling (qdm.inference; default: the preset's "
@@ -180,7 +180,7 @@ def _add_curve(sub):
                                    ".png. Scores are cached next to the snapshots: rerun to add new ones.")
     p.add_argument("runs", nargs="+", help="run folders")
     p.add_argument("--every", type=int, default=1, help="score every K-th snapshot of each run, counted back from its last (default 1: all)")
-    _add_protocol(p, sampler_default="ddim, 100 steps: many snapshots are scored")
+    _add_protocol(p, sampler_default="ddim with the preset's steps: many snapshots are scored")
     p.add_argument("--out", default="results", help="folder for learning_curves.csv and .png (default results/)")
     _add_device_and_data(p)
     _add_executor(p)
@@ -198,9 +198,12 @@ def resumed_config(a) -> dict | None:
     from qdm.train import TrainConfig
     if not (a.resume and a.out and a.preset is None and is_run(Path(a.out))):
         return None
+    from qdm.presets import get_preset
     names = {f.name for f in fields(TrainConfig)}
     run = {k: v for k, v in json.loads((Path(a.out) / "config.json").read_text()).items() if k in names}
-    return run if "preset" in run else None          # a run killed before it wrote its configuration
+    if "preset" not in run:                          # a config.json of a qdm from before presets
+        return None
+    return {**get_preset(run["preset"]).train, **run}    # a field newer than the run: its preset's value
 
 
 def train_config(a):
@@ -318,7 +321,7 @@ def cmd_evaluate(a):
     from qdm.train import model_from_checkpoint
     _at_least_1(a, "n", "steps")
     _, cfg = model_from_checkpoint(a.checkpoint)
-    proto = protocol(cfg.preset, a.n, a.sampler, a.steps, a.seed, a.precision)
+    proto = protocol(cfg.preset, a.n, a.sampler, a.steps, a.seed, a.precision, T=cfg.T)
     out = Path(a.out or Path(a.checkpoint).with_name(
         f"eval_{proto['sampler']}{proto['steps']}{'_' + proto['precision'] if 'precision' in proto else ''}"
         f"_n{proto['n']}_seed{proto['seed']}.json"))
@@ -389,8 +392,8 @@ def cmd_curve(a):
     if a.every < 1:
         raise UserError(f"--every must be a positive whole number (every K-th snapshot), got {a.every}")
     _at_least_1(a, "n", "steps")
-    preset = json.loads(config.read_text())["preset"]     # the protocol of the runs' preset, DDIM by default
-    proto = protocol(preset, a.n, a.sampler or "ddim", a.steps, a.seed, a.precision)
+    run = json.loads(config.read_text())                 # the protocol of the runs' preset, DDIM by default
+    proto = protocol(run["preset"], a.n, a.sampler or "ddim", a.steps, a.seed, a.precision, T=run.get("T"))
     path = write_curves(a.runs, proto, a.out, a.device, a.data_dir, every=a.every, **_grid(a))
     if path is None:
         return

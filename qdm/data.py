@@ -218,7 +218,7 @@ def _pathmnist(root: Path, split: str):
         folder.mkdir(parents=True, exist_ok=True)
         return medmnist.PathMNIST(split=split, root=str(folder), download=not path.exists(), size=28)
     except Exception as e:
-        if created and not any(folder.iterdir()):
+        if created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()                        # a failed download leaves no empty folder behind
         if not path.exists():
             raise UserError(f"PathMNIST not found: no {path} and the download failed ({type(e).__name__}); "

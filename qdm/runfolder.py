@@ -1,17 +1,18 @@
 """A run folder: what qdm writes into one, how to tell one from any other folder, and what
 ``--overwrite`` may remove (a run's own files, and only from a folder holding nothing else)."""
-import fnmatch
 import json
+import re
 from pathlib import Path
 
 RUN_FORMAT = "qdm-run-v1"        # in every run's config.json: what --overwrite may replace
 RUN_LOGS = {"config.json", "loss.csv", "epochs.csv", "loss.png", "samples"}   # what a run writes besides .pt
-RUN_FILES = ("config.json", "loss.csv", "epochs.csv", "loss.png", "samples.png", "summary.json", "best.pt",
-             "last.pt", "samples.pt", "samples_*_n*_seed*.p[nt]*", "eval_*_n*_seed*.json", "metrics-*-seed*.json",
-             "generated-*-batch*.pt", "samples/epoch_[0-9][0-9][0-9].png", "snapshots/epoch_[0-9][0-9][0-9].pt",
-             "snapshots/epoch_*.json", "snapshots/samples_*.p*", "snapshots/eval_*.json")
-# RUN_FILES: every file qdm writes into a run folder (train, and sample, evaluate, curve, reproduce beside it),
-# by the names it gives them: a file a person put there (best_keep.pt, samples_for_paper.png) is not one
+RUN_FILES = re.compile("|".join([     # every file qdm writes into a run folder, by the name it gives it
+    r"(config|summary)\.json", r"(loss|epochs)\.csv", r"(loss|samples)\.png", r"(best|last|samples)\.pt",
+    r"samples/epoch_\d{3,}\.png", r"snapshots/epoch_\d{3,}\.pt",                    # train
+    r"samples_\w+_n\d+_seed-?\d+\.(png|pt)", r"eval_\w+_n\d+_seed-?\d+\.json",       # sample, evaluate
+    r"metrics-[\w-]+-seed-?\d+\.json", r"generated-[\w-]+-batch\d+\.pt",              # a table's cell
+    r"snapshots/epoch_\d{3,}-[\w-]+\.json"]))                                       # curve
+# A file a person put there (best_keep.pt, samples_for_paper.png) is not one: --overwrite refuses.
 RUN_FOLDERS = ("samples", "snapshots")
 
 
@@ -33,8 +34,7 @@ def run_files(folder: Path) -> tuple[list[Path], list[Path]]:
             if rel.as_posix() not in RUN_FOLDERS and rel.parts[0] not in RUN_FOLDERS:
                 other.append(p)
             continue
-        mine = any(len(rel.parts) == len(Path(pat).parts) and fnmatch.fnmatchcase(rel.as_posix(), pat)
-                   for pat in RUN_FILES)
+        mine = RUN_FILES.fullmatch(rel.as_posix()) is not None
         (ours if mine else other).append(p)
     return ours, other
 

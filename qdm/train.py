@@ -275,7 +275,8 @@ def _prepare_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) 
         diff = [k for k in RESUME_MUST_MATCH if old.get(k, defaults[k]) != asdict(cfg).get(k)]
         if diff:
             raise UserError(f"cannot resume {out}: its run has a different {', '.join(diff)} "
-                            f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); choose another --out")
+                            f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); leave out those flags and --preset "
+                            "(--resume then takes the run's own), or choose another --out")
         return state
     if not out.exists() or not any(out.iterdir()):
         return None

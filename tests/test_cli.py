@@ -91,9 +91,12 @@ def test_resume_continues_a_run_with_its_own_settings(tmp_path, capsys):
     from qdm.checkpoint import load_checkpoint
     out = str(tmp_path / "three")
     assert main(["train", "--preset", "fast", "--digit", "3", "--epochs", "1", "--out", out, "--no-progress"]) == 0
+    config = json.loads((tmp_path / "three" / "config.json").read_text())
+    del config["grid_steps"]                              # as written by a qdm before that field: the preset's
+    (tmp_path / "three" / "config.json").write_text(json.dumps(config))
     assert main(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 0
     config = json.loads((tmp_path / "three" / "config.json").read_text())
-    assert (config["preset"], config["classes"], config["epochs"]) == ("fast", [3], 2)
+    assert (config["preset"], config["classes"], config["epochs"], config["grid_steps"]) == ("fast", [3], 2, 5)
     assert load_checkpoint(tmp_path / "three" / "last.pt")["history"]["epoch"] == 2
     capsys.readouterr()
     one_line_error(capsys, ["train", "--out", out, "--resume", "--digit", "4"], "its run has a different classes")

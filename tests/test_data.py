@@ -53,6 +53,9 @@ def test_missing_data_says_what_and_where(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"PathMNIST not found: no .*medmnist/pathmnist.npz"):
         load_images("pathmnist", "train", [0], data_dir=str(tmp_path))
     assert not (tmp_path / "medmnist").exists()             # the failed download left no empty folder
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UserError, match=r"PathMNIST not found"):
+        load_images("pathmnist", "train", [0], data_dir=str(tmp_path / "a_file"))
 
 
 def test_corrupt_pathmnist_file(tmp_path):

@@ -132,12 +132,19 @@ def test_overwrite_removes_only_a_runs_own_files(run, capsys):
 def test_overwrite_keeps_files_a_person_named_like_a_runs_own(run, capsys):
     """Only the names qdm gives its files are a run's: a copy of best.pt kept under another name, a
     figure or notes a person saved with a .pt or samples_ name make --overwrite refuse."""
-    for name in ("best_epoch2_keep.pt", "my_notes.pt", "samples_for_paper.png", "snapshots/epoch_2_mine.pt"):
+    for name in ("best_epoch2_keep.pt", "my_notes.pt", "samples_for_paper.png", "snapshots/epoch_2_mine.pt",
+                 "snapshots/samples_for_paper.png", "snapshots/eval_notes.json", "snapshots/epoch_mine.json"):
         (run / name).write_bytes(b"mine")
         one_line_error(capsys, ["train", "--preset", "fast", "--out", str(run), "--overwrite"],
                        f"holds a run and other files ({name})")
         assert (run / name).read_bytes() == b"mine" and (run / "best.pt").exists()
         (run / name).unlink()
+    from qdm.runfolder import run_files
+    for name in ("samples/epoch_1000.png", "snapshots/epoch_1000.pt", "snapshots/epoch_1000-ddim100-n16-seed0.json",
+                 "samples_ddpm_respaced100_bf16_n64_seed0.png", "eval_ddim50_n16_seed3.json",
+                 "metrics-ddpm1000-n1000-realNone-seed0.json", "generated-ddpm1000-fp32-n1000-seed0-batch1.pt"):
+        (run / name).write_bytes(b"")                    # names qdm gives (a 1000-epoch run, other commands)
+    assert not run_files(run)[1]
 
 
 # 3. sample and evaluate write only new files

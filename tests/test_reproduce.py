@@ -313,4 +313,6 @@ def test_a_ddpm_protocol_names_the_steps_that_run(tmp_path, tiny_data, capsys):
           progress=False, data=tiny_data)
     with pytest.raises(UserError, match="runs all T = 50 steps of the model, not 1000"):
         scoring.generate(tmp_path / "t50" / "best.pt", protocol("fast", n=2, sampler="ddpm"))
+    proto = protocol("fast", n=2, sampler="ddpm", T=50)          # as evaluate and curve ask, from the run's T
+    assert proto["steps"] == 50 and scoring.generate(tmp_path / "t50" / "best.pt", proto)[0].shape == (2, 1, 28, 28)
     assert not (tmp_path / "r").exists()

@@ -13,23 +13,25 @@ def column(cls) -> str:
 
 
 def protocol(preset: str, n: int | None = None, sampler: str | None = None, steps: int | None = None,
-             seed: int = 0, precision: str | None = None) -> dict:
+             seed: int = 0, precision: str | None = None, T: int | None = None) -> dict:
     """How images are measured, in one place, written into every results file: N generated
     images per class (EMA weights of best.pt) against the class's test images (all of them;
     the first n_real in the fast preset), the sampler (qdm.diffusion.SAMPLERS) and its steps, the
     seed, and the network's precision while sampling (qdm.inference) when it is not fp32; each
-    defaults to the preset's."""
+    defaults to the preset's. ``T``: the models' diffusion steps (default the preset's), all of which
+    DDPM runs."""
     p = get_preset(preset)
     n_default, sampler_default, steps_default = p.n, p.sampler, p.steps
     precision = precision or p.precision
     sampler = sampler or sampler_default
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    T = T or make_config(preset).T
     if steps is None:
-        steps = steps_default if sampler == sampler_default else (1000 if sampler == "ddpm" else 100)
+        steps = T if sampler == "ddpm" else steps_default if sampler == sampler_default else 100
     if n is not None and n < 2 or steps < 1:
         raise UserError(f"--n must be at least 2 and --steps at least 1 (got n={n}, steps={steps})")
-    check_ddpm_steps(sampler, steps, make_config(preset).T)
+    check_ddpm_steps(sampler, steps, T)
     return {"n": n or n_default, "n_real": p.n_real,
             "real": "test split of the class", "sampler": sampler,
             "steps": steps, "seed": seed, **({"precision": precision} if check_precision(precision) != "fp32" else {}),
