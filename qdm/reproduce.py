@@ -223,8 +223,9 @@ def table_notes(table: str, cells: list[dict], proto: dict, preset: str) -> list
             "FID / floor: our mean FID over the column's real-vs-real FID (1 would be as close as real images at "
             "this N). quantum - classical: the difference of the mean FIDs ± its standard error over the seeds; its "
             "Avg pools the D classes with two seeds or more of both models, once D >= 2 (their differences averaged, "
-            "± sqrt(sum se^2) / D). The standard errors hold the spread of seeds (training and sampling) only, and with two seeds "
-            "a model they rest on few degrees of freedom: \"beyond 2 s.e.\" (as in the studies) flags, it does not test.",
+            "± sqrt(sum se^2) / D). The standard errors hold the spread of seeds (training and sampling) only, and "
+            "with two seeds a model they rest on few degrees of freedom: \"beyond 2 s.e.\" (as in the studies) "
+            "flags, it does not test.",
             "Paper: as printed; its FIDs come from 5-13 images (see the evaluation notebook), ours from N above.",
             "Quantum cells: the paper's circuit " + ("(RZ ansatz) with its input trained (not detached)."
                                                      if get_preset(preset).quantum_cells != PAPER_CIRCUIT
