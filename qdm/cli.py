@@ -198,12 +198,9 @@ def resumed_config(a) -> dict | None:
     from qdm.train import TrainConfig
     if not (a.resume and a.out and a.preset is None and is_run(Path(a.out))):
         return None
-    from qdm.presets import get_preset
     names = {f.name for f in fields(TrainConfig)}
     run = {k: v for k, v in json.loads((Path(a.out) / "config.json").read_text()).items() if k in names}
-    if "preset" not in run:                          # a config.json of a qdm from before presets
-        return None
-    return {**get_preset(run["preset"]).train, **run}    # a field newer than the run: its preset's value
+    return run if "preset" in run else None          # None: a config.json of a qdm from before presets
 
 
 def train_config(a):
@@ -213,9 +210,9 @@ def train_config(a):
     from qdm.data import parse_classes
     from qdm.presets import get_preset
     from qdm.train import TrainConfig, make_config
-    run = resumed_config(a)
-    preset = a.preset or (run["preset"] if run else "paper")
-    recipe, values = run or get_preset(preset).train, {}
+    run = resumed_config(a) or {}
+    preset = a.preset or run.pop("preset", "paper")
+    recipe, values = {**get_preset(preset).train, **run}, {}   # a field newer than the run: its preset's value
     for f in fields(TrainConfig):
         if "options" in f.metadata:
             given = {key: getattr(a, flag) for flag, (key, _, _) in f.metadata["options"].items()
@@ -224,9 +221,8 @@ def train_config(a):
         elif f.name != "preset":
             values[f.name] = getattr(a, f.name)
     values["classes"] = None if a.classes is None else parse_classes(a.classes)
-    given = {k: v for k, v in values.items() if k != "classes"}
-    cfg = (TrainConfig(**{**run, **{k: v for k, v in given.items() if v is not None}}).check() if run
-           else make_config(preset, **given))
+    given = {k: v for k, v in values.items() if k != "classes" and v is not None}
+    cfg = make_config(preset, **{**run, **given})
     if a.classes is not None:                     # "all" is None: every class, not "omitted"
         cfg = dataclasses.replace(cfg, classes=values["classes"]).check()
     return cfg
