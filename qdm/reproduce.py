@@ -257,9 +257,10 @@ def record_table(table: str, cells: dict, refs: dict, columns: list, proto: dict
 
 
 def run_task(task: tuple, *, root: Path, preset: str, table: str, dataset: str, proto: dict, device, data_dir,
-             results: Path, progress: bool, fid_model=None):
-    """One cell (class, model, seed) with its column's reference rows, under the cell's lease. Returns
-    (reference rows, cell result), or None when another process holds the cell."""
+             results: Path, progress: bool, fid_model=None, recorded: dict | None = None):
+    """One cell (class, model, seed) with its column's reference rows (as the written table records
+    them in ``recorded``, else measured), under the cell's lease. Returns (reference rows, cell
+    result), or None when another process holds the cell."""
     device = resolve_device(str(device))          # by name from a submitit job or worker process
     cls, model, seed = task
     fid_model = fid_model or inception_once(device)
@@ -267,7 +268,8 @@ def run_task(task: tuple, *, root: Path, preset: str, table: str, dataset: str, 
     with cell_lock(root / "locks" / f"{name}.lock") as mine:
         if not mine:
             return None
-        refs = reference_rows(root.parent, dataset, cls, proto, fid_model, device, data_dir)   # shared by presets
+        refs = (recorded or {}).get(cls) or reference_rows(root.parent, dataset, cls, proto, fid_model, device,
+                                                          data_dir)   # cached beside every preset's runs
         return refs, run_cell(root / name, preset, dataset, cls, model, seed, proto, fid_model, device,
                               data_dir, results / f"{table_name(table, preset, proto)}_figures" / f"{name}.png",
                               progress)
@@ -324,7 +326,8 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
         return None
     shown = shown_columns(columns, cells)                 # the requested columns and the recorded ones
     fid_model = inception_once(device)                    # a missing weights file fails here, once
-    refs = {k: reference_rows(root.parent, dataset, k, proto, fid_model, device, data_dir)
+    recorded = recorded_references(results / f"{table_name(table, preset, proto)}.csv")   # measured before
+    refs = {k: recorded.get(k) or reference_rows(root.parent, dataset, k, proto, fid_model, device, data_dir)
             for k in shown if k not in {task[0] for task in tasks}}
 
     def record(task, out):
@@ -338,7 +341,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     here = runs_here(jobs, executor)
     work = partial(run_task, root=root, preset=preset, table=table, dataset=dataset, proto=proto,
                    device=cells_device, data_dir=data_dir, results=results,
-                   progress=progress and here, fid_model=fid_model if here else None)
+                   progress=progress and here, fid_model=fid_model if here else None, recorded=recorded)
     run_grid(tasks, work, record, jobs=jobs, executor=executor, folder=Path(runs_dir) / "submitit",
              cluster=cluster, slurm=slurm, label=f"reproduce {table}", progress=progress)
     require_finished(cells, root)

@@ -93,6 +93,28 @@ def test_another_preset_or_protocol_leaves_the_committed_table_and_figures_alone
     assert (results / "ablations.md").read_bytes() == before and (results / "ablations_fast.md").exists()
 
 
+def test_a_grid_takes_the_floors_a_written_table_records_instead_of_measuring_them_again(tmp_path, synthetic,
+                                                                                          monkeypatch):
+    """A fresh clone has the committed tables but no runs/ (where measured reference rows are
+    cached): a new seed's grid reads each column's floor and ceiling from the table, not from
+    thousands of Inception passes, and the table keeps them as they were."""
+    results = tmp_path / "results"
+    run = dict(classes=[0, 1], models=["classical"], results_dir=results, device="cpu", progress=False)
+    qdm.reproduce.reproduce("table1", "paper", runs_dir=tmp_path / "runs", **run)
+    measured = []
+    monkeypatch.setattr(qdm.reproduce, "reference_rows",
+                        lambda *a, **k: measured.append(a[2]) or fake_reference_rows(*a, **k))
+    qdm.reproduce.reproduce("table1", "paper", runs_dir=tmp_path / "fresh-clone", seeds=[1], **run)
+    reference = [r for r in read_csv(results / "table1.csv") if r["row"].endswith("-vs-real")]
+    assert measured == [] and len(reference) == 8
+    assert all(float(r[c]) == (1.0 if "real-vs" in r["row"] else 100.0) + int(c)
+               for r in reference for c in ("0", "1"))
+    assert sorted((c["cls"], c["seed"]) for c in read_csv(results / "table1_cells.csv")) == [
+        ("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    qdm.reproduce.reproduce("table1", "paper", runs_dir=tmp_path / "fresh-clone", **{**run, "classes": [2]})
+    assert measured == [2]                                  # a column the table has no floor for is measured
+
+
 def test_a_stale_lock_taken_over_by_two_processes_at_once_has_one_holder(tmp_path, monkeypatch):
     """Both find the lock of a dead process; the second takes it over while the first is between
     looking and taking: only one of them holds it afterwards."""

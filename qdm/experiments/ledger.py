@@ -68,9 +68,10 @@ def merge_recorded(cells: dict, path: Path, preset: str, proto: dict, key) -> li
 
 
 def recorded_references(path: Path) -> dict:
-    """The reference rows a written table (<name>.csv) records, per column: the floor and ceiling
-    of columns this process did not compute (another process did, or an earlier run whose runs/
-    folder is gone), as ``reference_rows`` gives them."""
+    """The reference rows a written table (<name>.csv) records, per column, as ``reference_rows``
+    gives them (the metrics the table shows): a grid takes them instead of measuring a column's
+    floor and ceiling again (an earlier run's, whose runs/ folder is gone, e.g. in a fresh clone),
+    and a table adds those of columns another process measured."""
     refs = {}
     if not Path(path).exists():
         return refs
