@@ -129,6 +129,9 @@ def _add_reproduce(sub):
     p.add_argument("--classes", "--digits", dest="classes", help="columns to run, e.g. 0,1 (default: the table's)")
     p.add_argument("--models", default="classical,quantum", help="classical,quantum (default both)")
     p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2 (default 0)")
+    p.add_argument("--merge", metavar="FOLDER",
+                   help="run nothing: add the cells another machine recorded in its results folder FOLDER "
+                        "(this preset and protocol; cells recorded here stay) and rewrite the tables")
     _add_grid_options(p, "runs/reproduce")
 
 
@@ -342,7 +345,7 @@ def _grid(a) -> dict:
 
 def cmd_reproduce(a):
     from qdm.data import check_dataset
-    from qdm.reproduce import TABLES, against_floor, protocol, reproduce
+    from qdm.reproduce import TABLES, against_floor, merge_results, protocol, reproduce
     classes = None
     if a.classes is not None:   # "0,1"; for table2 "all" is the column of all classes together
         classes = [None if c.strip() == "all" else c for c in a.classes.split(",") if c.strip()]
@@ -351,6 +354,10 @@ def cmd_reproduce(a):
             check_dataset(TABLES[a.table][0], [c for c in classes if c is not None])
     _at_least_1(a, "n", "steps", "jobs")
     proto = protocol(a.preset, a.n, a.sampler, a.steps, a.seed, a.precision)
+    if a.merge:
+        path, added = merge_results(a.table, a.merge, a.preset, proto, a.runs_dir, a.results_dir)
+        print(f"added {added} cells from {a.merge}; wrote {path} (and .csv, _cells.csv, figures in {path.parent})")
+        return
     path = reproduce(a.table, a.preset, classes, [m.strip() for m in a.models.split(",") if m.strip()],
                      _int_list(a.seeds, "seeds"), proto, a.runs_dir, a.results_dir, a.device, a.data_dir,
                      progress=not a.no_progress, **_grid(a))

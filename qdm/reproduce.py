@@ -17,6 +17,7 @@ another's table or figures; every rewrite merges, under the table's lock, what o
 have recorded (qdm.locks).
 """
 import csv
+import shutil
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -293,6 +294,13 @@ def _columns(table: str, classes: list | None, models) -> tuple[str, list]:
     return dataset, columns
 
 
+def results_folder(preset: str, runs_dir, results_dir=None) -> Path:
+    """Where a preset's tables go: ``results_dir`` if given, else results/ (or, for a preset that
+    says so, e.g. fast, beside its runs)."""
+    root = Path(runs_dir) / preset
+    return Path(results_dir or (root / "results" if get_preset(preset).results_beside_runs else "results"))
+
+
 def reproduce(table: str, preset: str = "paper", classes: list | None = None, models=MODELS,
               seeds=(0,), proto: dict | None = None, runs_dir="runs/reproduce", results_dir=None,
               device="auto", data_dir=None, progress=True, jobs: int = 1, executor: str = "local",
@@ -310,7 +318,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     asked = device                                        # the printed commands pass on what was asked
     device, cells_device = grid_devices(asked, executor, jobs)
     root = Path(runs_dir) / preset
-    results = Path(results_dir or (root / "results" if get_preset(preset).results_beside_runs else "results"))
+    results = results_folder(preset, runs_dir, results_dir)
     cells, _ = recorded_cells(results / f"{table_name(table, preset, proto)}_cells.csv", preset, proto,
                               cell_key)                   # never recomputed
     tasks = [(cls, model, seed) for cls in columns for model in models for seed in seeds
@@ -346,6 +354,37 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
              cluster=cluster, slurm=slurm, label=f"reproduce {table}", progress=progress)
     require_finished(cells, root)
     return record_table(table, cells, refs, columns, proto, preset, results)
+
+
+def merge_results(table: str, source, preset: str = "paper", proto: dict | None = None,
+                  runs_dir="runs/reproduce", results_dir=None) -> tuple[Path, int]:
+    """Add the cells another machine recorded in its results folder ``source`` (its <table>_cells.csv,
+    figures and reference rows; e.g. a GPU machine's, copied back) to this table: a cell recorded
+    here stays as it is, the new ones bring their figures, and the tables and the overview are
+    rewritten. Returns (the Markdown table, the number of cells added)."""
+    dataset, columns = _columns(table, None, MODELS)
+    make_config(preset, dataset=dataset)                  # an unknown preset fails before any work
+    proto = proto or protocol(preset)
+    name, source = table_name(table, preset, proto), Path(source)
+    results = results_folder(preset, runs_dir, results_dir)
+    if not (source / f"{name}_cells.csv").is_file():
+        raise UserError(f"{source / f'{name}_cells.csv'} does not exist: give the results folder the other "
+                        f"machine wrote for --preset {preset} and this protocol")
+    theirs, _ = recorded_cells(source / f"{name}_cells.csv", preset, proto, cell_key)
+    with ledger_lock(results / f"{name}_cells.csv"):
+        ours, _ = recorded_cells(results / f"{name}_cells.csv", preset, proto, cell_key)
+    new = {k: cell for k, cell in theirs.items() if k not in ours}
+    figures = results / f"{name}_figures"
+    for model, cls, seed in new:                           # the cell's figure and its overview strip
+        for file in (f"{dataset}-{cls}-{model}-seed{seed}{end}.png" for end in ("", "_strip")):
+            if (source / f"{name}_figures" / file).is_file() and not (figures / file).exists():
+                figures.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source / f"{name}_figures" / file, figures / file)
+    refs = {**recorded_references(source / f"{name}.csv"), **recorded_references(results / f"{name}.csv")}
+    added = len(new)
+    path = record_table(table, new, refs, columns, proto, preset, results)   # adds the recorded cells to new
+    overview_figure(figures, dataset, shown_columns(columns, new))
+    return path, added
 
 
 def against_floor(results_dir, table: str, preset: str, proto: dict | None = None) -> list[dict]:

@@ -60,6 +60,8 @@ def test_bad_input_gives_one_line(tmp_path, capsys):
     for empty in (["--classes", ","], ["--classes", ""], ["--seeds", ""], ["--models", ","]):
         one_line_error(capsys, ["reproduce", "table1", "--results-dir", str(tmp_path / "r"), *empty],
                        "give at least one class, one model and one seed")
+    one_line_error(capsys, ["reproduce", "table1", "--preset", "qdm", "--results-dir", str(tmp_path / "r"),
+                            "--merge", str(tmp_path / "gpu")], "table1_qdm_cells.csv does not exist: give the results")
     assert not (tmp_path / "r").exists()
 
 

@@ -115,6 +115,38 @@ def test_a_grid_takes_the_floors_a_written_table_records_instead_of_measuring_th
     assert measured == [2]                                  # a column the table has no floor for is measured
 
 
+def test_cells_another_machine_recorded_are_merged_and_ours_stay(tmp_path, synthetic, monkeypatch, capsys):
+    """A GPU machine's results folder, copied back: its new cells (with their figures) join the
+    table; a cell both recorded keeps ours, figure included; other presets' rows are not taken."""
+    here, there = tmp_path / "results", tmp_path / "gpu" / "results"
+    run = dict(models=["classical"], device="cpu", progress=False)
+    qdm.reproduce.reproduce("table1", "paper", classes=[0], runs_dir=tmp_path / "runs", results_dir=here, **run)
+    figure_here = (here / "table1_figures" / "mnist-0-classical-seed0.png").read_text()
+
+    def elsewhere(folder, preset, dataset, cls, model, seed, proto, fid_model, device, data_dir, figure, *a, **k):
+        cell = fake_run_cell(folder, preset, dataset, cls, model, seed, proto, fid_model, device, data_dir, figure)
+        figure.write_text("made on the GPU machine")
+        return {**cell, "FID": 99.0, "device": "cuda"}
+
+    monkeypatch.setattr(qdm.reproduce, "run_cell", elsewhere)
+    qdm.reproduce.reproduce("table1", "paper", classes=[0, 1], seeds=[0, 1], runs_dir=tmp_path / "gpu" / "runs",
+                            results_dir=there, **run)
+    qdm.reproduce.reproduce("table1", "fast", classes=[2], runs_dir=tmp_path / "gpu" / "runs", results_dir=there,
+                            **run)
+    path, added = qdm.reproduce.merge_results("table1", there, "paper", results_dir=here)
+    cells = {(c["cls"], c["seed"]): c for c in read_csv(here / "table1_cells.csv")}
+    assert added == 3 and sorted(cells) == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    assert float(cells["0", "0"]["FID"]) == 10.0 and cells["0", "0"]["device"] != "cuda"
+    assert {float(cells[k]["FID"]) for k in [("0", "1"), ("1", "0"), ("1", "1")]} == {99.0}
+    figures = here / "table1_figures"
+    assert (figures / "mnist-0-classical-seed0.png").read_text() == figure_here
+    assert (figures / "mnist-1-classical-seed1.png").read_text() == "made on the GPU machine"
+    assert not (here / "table1_fast_cells.csv").exists() and path == here / "table1.md"
+    assert qdm.reproduce.merge_results("table1", there, "paper", results_dir=here)[1] == 0   # once is enough
+    with pytest.raises(UserError, match="table1_qdm_cells.csv does not exist"):
+        qdm.reproduce.merge_results("table1", there, "qdm", results_dir=here)
+
+
 def test_a_stale_lock_taken_over_by_two_processes_at_once_has_one_holder(tmp_path, monkeypatch):
     """Both find the lock of a dead process; the second takes it over while the first is between
     looking and taking: only one of them holds it afterwards."""
