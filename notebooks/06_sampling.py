@@ -76,7 +76,7 @@ from IPython.display import Image, Markdown, display
 
 from qdm import metrics
 from qdm.diffusion import Diffusion
-from qdm.inference import for_sampling
+from qdm.inference import for_sampling, preview_precision
 from qdm.plots import image_grid
 from qdm.pretrained import load
 from qdm.schedule import make_schedule
@@ -93,13 +93,16 @@ print(f"{N_IMAGES} images per sampler")
 # The EMA weights of the `qdm` recipe's digit-0 model (`pretrained/qdm-mnist0-classical.pt`, the
 # model of chapter 5, trained for 8,900 steps; `qdm.pretrained.load` checks them against their
 # manifest). Both modes sample the same model; fast mode draws fewer images. The network runs in
-# bfloat16 (`qdm.inference.for_sampling`: the same weights, about twice as fast on a CPU, and on
-# this model as good as float32 in the sampler study, `results/samplers.md`); everything the
-# samplers compute from its output stays in float32.
+# bfloat16 where the CPU computes it natively (AMX or AVX-512 BF16: the same weights, about twice
+# as fast, and on this model as good as float32 in the sampler study, `results/samplers.md`), and
+# in float32 on a CPU that only emulates it (AVX2: several times slower;
+# `qdm.inference.preview_precision`); everything the samplers compute from its output stays in
+# float32.
 
 # %%
 net, cfg = load("qdm-mnist0-classical")
-model = for_sampling(net, "bf16")  # model(x, t): the noise prediction, computed in bfloat16
+PRECISION = preview_precision(torch.device("cpu"))  # bf16 or fp32, by the CPU
+model = for_sampling(net, PRECISION)  # model(x, t): the noise prediction, in PRECISION
 sched = make_schedule(cfg.schedule, cfg.T)
 diffusion = Diffusion(sched)
 T = cfg.T

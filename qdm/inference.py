@@ -31,6 +31,23 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a GPU that supports it, or a CPU with AMX or
+    AVX-512 BF16. Elsewhere (an AVX2-only CPU) oneDNN emulates it, 7-10x slower than fp32 at the
+    previews' batch sizes (``benchmarks/bench_epoch.py`` prints the ratio on the machine it runs on)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)()
+                                        for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def preview_precision(device: torch.device) -> str:
+    """The precision of a run's pictures (the per-epoch grids, the final samples; no protocol's
+    numbers): bf16 where the hardware computes it (about a third of fp32's time), else fp32."""
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def memory_layout(device: torch.device, precision: str = "fp32") -> torch.memory_format:
     """The layout a network runs in, for training (fp32) and sampling: channels-last on a CPU,
     where oneDNN's convolutions are faster on it in fp32 and bf16 (forward and weight gradient:

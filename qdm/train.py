@@ -25,7 +25,7 @@ from qdm.data import DATASETS, check_dataset, train_val_images
 from qdm.diffusion import SAMPLERS, Diffusion
 from qdm.errors import UserError, check_choice
 from qdm.gates import CONTROL_GATES
-from qdm.inference import for_sampling, memory_layout
+from qdm.inference import for_sampling, memory_layout, preview_precision
 from qdm.locks import run_lease
 from qdm.plots import plot_losses, save_grid
 from qdm.runfolder import RUN_FORMAT, RUN_LOGS, folder_contents, is_run, never_replaced, remove_run, run_files
@@ -251,7 +251,6 @@ RESUME_MUST_MATCH = tuple(f.name for f in fields(TrainConfig) if f.metadata["mus
 
 
 LAST_KEYS = ("config", "model", "ema", "optimizer", "rng", "history")
-PREVIEW_PRECISION = "bf16"   # the per-epoch grids and the final samples: pictures of a run, not a protocol's numbers
 LOSS_PLOTS = 10              # loss.png is redrawn about this many times a run (each costs a few steps' time)
 
 
@@ -497,7 +496,7 @@ def _end_of_epoch(out: Path, cfg: TrainConfig, epoch: int, steps_per_epoch: int,
            "val_loss_raw": val_loss(model), "val_loss_ema": val_loss(ema),
            "seconds_per_step": seconds / steps_per_epoch}
     history["epochs"].append(row)
-    eps = for_sampling(ema, PREVIEW_PRECISION)           # a preview: bf16 draws it in about a third of the time
+    eps = for_sampling(ema, preview_precision(device))   # a picture: bf16 where the hardware has it
     with torch.inference_mode():
         grid = diffusion.sample(eps, (cfg.grid_size, DATASETS[cfg.dataset][0], 28, 28), cfg.grid_sampler,
                                 cfg.grid_steps, generator=torch.Generator().manual_seed(cfg.seed), device=device)
@@ -576,7 +575,8 @@ def finish(out: Path, cfg: TrainConfig, device, progress: bool = True) -> dict:
     diffusion = make_diffusion(cfg)
     shape = (cfg.final_samples, DATASETS[cfg.dataset][0], 28, 28)
     t0 = time.perf_counter()
-    eps = for_sampling(model, PREVIEW_PRECISION)
+    precision = preview_precision(device)
+    eps = for_sampling(model, precision)
     with torch.inference_mode():
         images = diffusion.sample(eps, shape, cfg.final_sampler, cfg.final_steps,
                                   generator=torch.Generator().manual_seed(cfg.seed), device=device, progress=progress)
@@ -592,7 +592,7 @@ def finish(out: Path, cfg: TrainConfig, device, progress: bool = True) -> dict:
         "final_val_loss_ema": history["epochs"][-1]["val_loss_ema"],
         "best_epoch": history["best_epoch"], "best_score": history["best"], "best_by": cfg.best_by,
         "samples": f"{cfg.final_samples} from best.pt with {cfg.final_sampler}"
-                   + f"-{cfg.T if cfg.final_sampler == 'ddpm' else cfg.final_steps} in {PREVIEW_PRECISION}",
+                   + f"-{cfg.T if cfg.final_sampler == 'ddpm' else cfg.final_steps} in {precision}",
         "sample_seconds": sample_seconds, "device": str(device),
     }
     write_json(out / "summary.json", summary)

@@ -7,7 +7,7 @@ import torch
 
 from qdm.diffusion import Diffusion
 from qdm.errors import UserError
-from qdm.inference import COMPILE_PAYS_FROM, for_sampling, memory_layout, worth_compiling
+from qdm.inference import COMPILE_PAYS_FROM, for_sampling, memory_layout, preview_precision, worth_compiling
 from qdm.reproduce import protocol, protocol_tag, table_name
 from qdm.schedule import make_schedule
 from qdm.train import build_model, make_config
@@ -139,6 +139,26 @@ def test_memory_layout_is_channels_last_on_a_cpu_and_for_bf16():
     assert memory_layout(gpu) == torch.contiguous_format
     with pytest.raises(UserError, match="precision"):
         memory_layout(cpu, "fp16")
+
+
+def test_a_runs_pictures_are_drawn_in_bf16_only_where_the_hardware_computes_it(monkeypatch, tiny_data, tmp_path):
+    """An AVX2-only CPU emulates bf16 (7-10x slower than fp32 for a preview): fp32 there; AMX,
+    AVX-512 BF16 or a GPU with bf16: bf16. The run's summary names what its final samples used."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for amx, avx512_bf16 in [(False, False), (True, False), (False, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        assert preview_precision(cpu) == ("bf16" if amx or avx512_bf16 else "fp32")
+        for has in (False, True):
+            monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: has)
+            assert preview_precision(gpu) == ("bf16" if has else "fp32")
+    from qdm.train import make_config, train
+    for native in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+        cfg = make_config("fast", batch_size=8, val_size=8, device="cpu")
+        summary = train(cfg, tmp_path / str(native), progress=False, data=tiny_data)
+        assert summary["samples"].endswith("in bf16" if native else "in fp32")
 
 
 def test_compiling_a_ninth_kind_of_network_still_compiles():
