@@ -5,8 +5,10 @@ computes the validation loss of the raw and EMA weights, draws a preview grid (a
 by DDIM-100, EMA weights; qdm.experiments.cells.cell_config) and redraws loss.png, and after the last epoch it samples 64 images by
 DDPM-1000 from best.pt. None of that touches the training's random numbers, so it can change
 without changing the weights. Before: previews and final samples in fp32, loss.png every epoch.
-After (qdm.train): both in bf16 under inference mode (qdm.train.PREVIEW_PRECISION), loss.png
-about LOSS_PLOTS times a run. Each part is timed in interleaved rounds beside a training step of
+After (qdm.train): both under inference mode in the precision qdm.inference.preview_precision
+picks for the hardware (bf16 where it is native: AMX, AVX-512 BF16, a GPU; else fp32), loss.png
+about LOSS_PLOTS times a run; the previews and final samples in bf16 and fp32 are timed both, so
+the report shows what bf16 costs on the machine it ran on. Each part is timed in interleaved rounds beside a training step of
 the same network (channels-last fp32, train()'s path on a CPU), so the load hits them alike; the
 result is each part as a share of the training steps' time, and the run's wall time after over
 before.
@@ -25,10 +27,12 @@ import numpy as np
 import torch
 
 from qdm.checkpoint import write_text
-from qdm.inference import for_sampling, memory_layout
+from qdm.inference import for_sampling, memory_layout, native_bf16, preview_precision
 from qdm.plots import plot_losses
 from qdm.experiments.cells import cell_config
-from qdm.train import LOSS_PLOTS, PREVIEW_PRECISION, build_model, ema_update, make_diffusion
+from qdm.train import LOSS_PLOTS, build_model, ema_update, make_diffusion
+
+CHOSEN = preview_precision(torch.device("cpu"))
 
 STEPS_PER_EPOCH = 89     # MNIST digit 0: 5,923 training images less 256 held out, batches of 64
 
@@ -77,8 +81,8 @@ def parts(preset: str, model_kind: str, folder: Path, final_evaluations: int) ->
         return draw
 
     return {"steps": ten_steps, "validation": validation, "plot": lambda: plot_losses(losses, epochs, folder / "l.png"),
-            "preview before": preview(None), "preview after": preview(PREVIEW_PRECISION),
-            "final before": final(None), "final after": final(PREVIEW_PRECISION),
+            "preview before": preview(None), "preview bf16": preview("bf16"), "preview fp32": preview("fp32"),
+            "final before": final(None), "final bf16": final("bf16"), "final fp32": final("fp32"),
             "epochs": cfg.epochs, "steps_total": steps}
 
 
@@ -106,6 +110,7 @@ def main():
                     work[k]()
                     times[k].append(time.perf_counter() - t0)
             s = {k: statistics.median(v) for k, v in times.items()}
+            s["preview after"], s["final after"] = s[f"preview {CHOSEN}"], s[f"final {CHOSEN}"]
             epochs, scale = work["epochs"], 1000 / a.final_evaluations
             training = s["steps"] / 10 * work["steps_total"]
             before = epochs * (s["validation"] + s["preview before"] + s["plot"]) + scale * s["final before"]
@@ -115,22 +120,26 @@ def main():
                          (training + before) / (training + after),
                          100 * epochs * s["preview before"] / training, 100 * epochs * s["preview after"] / training,
                          100 * epochs * s["plot"] / training, 100 * scale * s["final before"] / training,
-                         100 * scale * s["final after"] / training, 100 * epochs * s["validation"] / training))
+                         100 * scale * s["final after"] / training, 100 * epochs * s["validation"] / training,
+                         s["preview bf16"] / s["preview fp32"], s["final bf16"] / s["final fp32"]))
             print(rows[-1], flush=True)
     lines = [
         "# A training run's time outside its steps", "",
-        f"`benchmarks/bench_epoch.py`, one run, {torch.get_num_threads()} CPU threads, load average {load:.1f} at the "
+        f"`benchmarks/bench_epoch.py`, one run, {torch.get_num_threads()} CPU thread(s), load average {load:.1f} at the "
         f"start (the shares and the ratio, measured in the same interleaved rounds, are the result). Medians of "
         f"{a.rounds} rounds. Percentages are of the run's training steps (digit 0: {STEPS_PER_EPOCH} steps an "
         f"epoch). Before: preview grids and the final samples in fp32, loss.png every epoch; after: both in "
-        f"{PREVIEW_PRECISION} under inference mode, loss.png about {LOSS_PLOTS} times a run. The validation loss "
-        "(which picks best.pt) is the same in both.", "",
+        f"{CHOSEN} under inference mode (this CPU computes bf16 {'natively' if native_bf16(torch.device('cpu')) else 'only by emulation'}: "
+        f"qdm.inference.preview_precision), loss.png about {LOSS_PLOTS} times a run. The validation loss "
+        "(which picks best.pt) is the same in both. The last two columns: bf16 time over fp32 time, both "
+        "under inference mode, for a preview and for the final samples, on this machine.", "",
         "| preset | model | steps min | outside the steps, before | after | run's wall time, before / after "
-        "| preview before | after | loss.png every epoch | final samples before | after | validation |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "| preview before | after | loss.png every epoch | final samples before | after | validation "
+        "| preview bf16 / fp32 | final bf16 / fp32 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f}% | {r[4]:.1f}% | {r[5]:.2f}x | "
-                     + " | ".join(f"{v:.1f}%" for v in r[6:]) + " |")
+                     + " | ".join(f"{v:.1f}%" for v in r[6:12]) + f" | {r[12]:.2f}x | {r[13]:.2f}x |")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:
