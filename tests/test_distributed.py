@@ -46,9 +46,15 @@ def test_two_gloo_processes_equal_one_process(tmp_path, model):
     one = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
     two = torch.load(tmp_path / "two" / "last.pt", weights_only=False)
     assert one["history"]["step"] == two["history"]["step"] == 6
+    # Adam's first steps move a weight by about lr whatever its gradient's size, so a gradient element
+    # near zero whose sign the two summation orders round differently (it depends on the CPU's
+    # kernels) moves by up to 2 lr a step: every weight within that, and on average within 1e-5 (a
+    # wrong reduction, a sum for a mean, moves them all by about lr = 3e-4)
+    bound = 2 * config["lr"] * 6
     for part in ("model", "ema"):
         for name, w in one[part].items():
-            assert torch.allclose(w, two[part][name], rtol=1e-4, atol=1e-5), (part, name)
+            diff = (w - two[part][name]).abs()
+            assert diff.max() <= bound and diff.mean() <= 1e-5, (part, name, diff.max(), diff.mean())
     # the logged losses are the global batch's
     l1 = [r["loss"] for r in one["history"]["steps"]]
     l2 = [r["loss"] for r in two["history"]["steps"]]
