@@ -229,7 +229,7 @@ def test_gate_same_output_on_both_backends(ansatz):
     b = QuantumGate(channels=8, n_qubits=4, n_layers=3, ansatz=ansatz, backend="pennylane")
     b.load_state_dict(a.state_dict())
     h = torch.randn(3, 8, 7, 7)
-    assert (a(h) - b(h)).abs().max() < 1e-5
+    assert (a(h) - b(h)).abs().max() < 5e-5
     assert b.config()["backend"] == "pennylane" and a.config()["ansatz"] == ansatz
 
 
@@ -246,14 +246,15 @@ def test_bad_names_are_user_errors(kwargs, what):
 
 @pytest.mark.parametrize("ansatz", ["rz_ry", "ry"])
 def test_gate_simulators_agree(ansatz):
-    """The gate's exact backend with the MPS (auto at 16 qubits), and with the statevector."""
+    """The gate's exact backend with the MPS (auto at 16 qubits), and with the statevector, to float32
+    rounding through two contraction orders (1.2e-5 seen on an AVX2-only CPU, outputs up to 0.4)."""
     torch.manual_seed(3)
     a = QuantumGate(channels=8, n_qubits=16, n_layers=3, ansatz=ansatz)
     b = QuantumGate(channels=8, n_qubits=16, n_layers=3, ansatz=ansatz, simulator="statevector")
     b.load_state_dict(a.state_dict())
     assert a.config()["simulator"] == "auto" and exact_simulator(16, 3) == "mps"
     h = torch.randn(3, 8, 7, 7)
-    assert (a(h) - b(h)).abs().max() < 1e-5
+    assert (a(h) - b(h)).abs().max() < 5e-5
 
 
 # --- devices -------------------------------------------------------------------------------------
