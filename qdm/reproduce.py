@@ -257,11 +257,17 @@ def record_table(table: str, cells: dict, refs: dict, columns: list, proto: dict
                             results, others)
 
 
+def column_references(recorded: dict | None, cls, root: Path, dataset: str, proto: dict, fid_model, device,
+                      data_dir) -> dict:
+    """A column's reference rows (real-vs-real floor, noise ceiling): as the written table records
+    them in ``recorded``, else measured (and cached beside every preset's runs)."""
+    return (recorded or {}).get(cls) or reference_rows(root.parent, dataset, cls, proto, fid_model, device, data_dir)
+
+
 def run_task(task: tuple, *, root: Path, preset: str, table: str, dataset: str, proto: dict, device, data_dir,
              results: Path, progress: bool, fid_model=None, recorded: dict | None = None):
-    """One cell (class, model, seed) with its column's reference rows (as the written table records
-    them in ``recorded``, else measured), under the cell's lease. Returns (reference rows, cell
-    result), or None when another process holds the cell."""
+    """One cell (class, model, seed) with its column's reference rows (column_references), under the
+    cell's lease. Returns (reference rows, cell result), or None when another process holds the cell."""
     device = resolve_device(str(device))          # by name from a submitit job or worker process
     cls, model, seed = task
     fid_model = fid_model or inception_once(device)
@@ -269,8 +275,7 @@ def run_task(task: tuple, *, root: Path, preset: str, table: str, dataset: str, 
     with cell_lock(root / "locks" / f"{name}.lock") as mine:
         if not mine:
             return None
-        refs = (recorded or {}).get(cls) or reference_rows(root.parent, dataset, cls, proto, fid_model, device,
-                                                          data_dir)   # cached beside every preset's runs
+        refs = column_references(recorded, cls, root, dataset, proto, fid_model, device, data_dir)
         return refs, run_cell(root / name, preset, dataset, cls, model, seed, proto, fid_model, device,
                               data_dir, results / f"{table_name(table, preset, proto)}_figures" / f"{name}.png",
                               progress)
@@ -335,7 +340,7 @@ def reproduce(table: str, preset: str = "paper", classes: list | None = None, mo
     shown = shown_columns(columns, cells)                 # the requested columns and the recorded ones
     fid_model = inception_once(device)                    # a missing weights file fails here, once
     recorded = recorded_references(results / f"{table_name(table, preset, proto)}.csv")   # measured before
-    refs = {k: recorded.get(k) or reference_rows(root.parent, dataset, k, proto, fid_model, device, data_dir)
+    refs = {k: column_references(recorded, k, root, dataset, proto, fid_model, device, data_dir)
             for k in shown if k not in {task[0] for task in tasks}}
 
     def record(task, out):
